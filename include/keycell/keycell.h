@@ -1,0 +1,180 @@
+/*
+ * keycell: private keys of a TLS server kept in a separate process.
+ *
+ * A server calls keycell_start() once, early, which forks the cell: a small
+ * process that reads key files and performs every private-key operation.
+ * The server then loads each key through keycell_use_private_key_file() or
+ * keycell_load_private_key() instead of SSL_CTX_use_PrivateKey_file(). The
+ * server receives only the public key and an id; the key file is opened by
+ * the cell, never by the server.
+ *
+ * A loaded key is an ordinary EVP_PKEY implemented by the "keycell" OpenSSL
+ * provider. It works wherever OpenSSL 3 takes a private key: TLS 1.2 and 1.3
+ * servers and clients, X.509 and CMS signing.
+ *
+ * Errors: every function that can fail takes |err| and |err_len| and, on
+ * failure, writes a NUL-terminated message there (truncated to fit) that
+ * names the file or value and the reason, OpenSSL's reason included. |err|
+ * may be NULL. The library never prints.
+ */
+#ifndef KEYCELL_KEYCELL_H
+#define KEYCELL_KEYCELL_H
+
+#include <stddef.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define KEYCELL_EXPORT __attribute__((visibility("default")))
+#else
+#define KEYCELL_EXPORT
+#endif
+
+/* KEYCELL_ERROR_SIZE is a buffer size that holds every message keycell
+ * writes without truncation. */
+#define KEYCELL_ERROR_SIZE 512
+
+/* keycell is a handle to one running cell process. */
+typedef struct keycell keycell;
+
+/* keycell_options configures keycell_start(). */
+typedef struct keycell_options keycell_options;
+
+/* keycell_key_options configures how one key is loaded. */
+typedef struct keycell_key_options keycell_key_options;
+
+/* Options for starting a cell. */
+
+/* keycell_options_new returns a new options object with the defaults, or
+ * NULL if memory runs out. The caller owns it and frees it with
+ * keycell_options_free(). */
+KEYCELL_EXPORT keycell_options *keycell_options_new(void);
+
+/* keycell_options_free frees |options|. NULL is allowed. */
+KEYCELL_EXPORT void keycell_options_free(keycell_options *options);
+
+/* keycell_options_set_workers sets the number of threads in the cell that
+ * perform key operations. Zero, the default, means one per online CPU.
+ * Returns 1 on success and 0 if |workers| is above 1024. */
+KEYCELL_EXPORT int keycell_options_set_workers(keycell_options *options,
+                                               unsigned workers);
+
+/* keycell_options_set_timeout sets how long, in milliseconds, a key operation
+ * waits for the cell's reply before it fails. Zero disables the limit. The
+ * default is 30000. A cell that has exited is detected at once whatever this
+ * value is; the timeout covers a cell that is alive but does not reply.
+ * Returns 1. */
+KEYCELL_EXPORT int keycell_options_set_timeout(keycell_options *options,
+                                               unsigned milliseconds);
+
+/* Starting and stopping the cell. */
+
+/* keycell_start forks a new cell process and returns a handle to it, or NULL
+ * on failure with a message in |err|. |options| may be NULL for the
+ * defaults; it is not retained.
+ *
+ * Call it before the server starts threads and before it drops privileges:
+ * the cell inherits the credentials of the caller and must be able to read
+ * the key files. The cell closes every descriptor it inherited, so
+ * listening sockets and open files do not leak into it.
+ *
+ * The cell exits when every process holding the handle's descriptors has
+ * closed them: when the server exits or is killed, including any children it
+ * forked after loading keys. It also exits when keycell_free() is called. */
+KEYCELL_EXPORT keycell *keycell_start(const keycell_options *options, char *err,
+                                      size_t err_len);
+
+/* keycell_free stops the cell and frees |cell|. Keys loaded from it remain
+ * valid EVP_PKEY objects, but their private-key operations fail from then on.
+ * NULL is allowed. Call it once, after the threads that use the cell's keys
+ * have stopped. In a child process forked after keycell_start(), it releases
+ * the child's descriptors without stopping the cell that the parent uses. */
+KEYCELL_EXPORT void keycell_free(keycell *cell);
+
+/* keycell_cell_pid returns the process id of the cell, for monitoring. */
+KEYCELL_EXPORT pid_t keycell_cell_pid(const keycell *cell);
+
+/* keycell_drop_privileges switches the cell to |user|: its group, its
+ * supplementary groups and its uid. Call it once every key is loaded, usually
+ * just before the server drops its own privileges; keys loaded afterwards are
+ * opened with the new credentials. Returns 1 on success and 0 on failure
+ * (unknown user, the cell lacks the permission) with a message in |err|. */
+KEYCELL_EXPORT int keycell_drop_privileges(keycell *cell, const char *user,
+                                           char *err, size_t err_len);
+
+/* Options for loading a key. */
+
+/* keycell_key_options_new returns a new key options object with the
+ * defaults (no passphrase, RSA decryption not served), or NULL if memory runs
+ * out. Free it with keycell_key_options_free(). */
+KEYCELL_EXPORT keycell_key_options *keycell_key_options_new(void);
+
+/* keycell_key_options_free frees |options|. NULL is allowed. */
+KEYCELL_EXPORT void keycell_key_options_free(keycell_key_options *options);
+
+/* keycell_key_options_set_passphrase_cb sets a callback that supplies the
+ * passphrase of an encrypted key, in the form of OpenSSL's pem_password_cb:
+ * it writes at most |size| bytes into |buf| and returns their number, or a
+ * negative value to give up. It runs in the server process, on the thread
+ * that loads the key, and only when the cell reports that the key file is
+ * encrypted. The passphrase travels to the cell and is wiped from the
+ * server's memory once sent. Returns 1. */
+KEYCELL_EXPORT int keycell_key_options_set_passphrase_cb(
+    keycell_key_options *options, pem_password_cb *callback, void *userdata);
+
+/* keycell_key_options_set_passphrase_file makes the cell read the passphrase
+ * of an encrypted key from the first line of the file at |path|. The server
+ * never opens that file. Returns 1 on success and 0 if |path| is NULL or
+ * empty. */
+KEYCELL_EXPORT int keycell_key_options_set_passphrase_file(
+    keycell_key_options *options, const char *path);
+
+/* keycell_key_options_allow_rsa_decryption makes the cell serve RSA
+ * decryption with the key when |allow| is nonzero. TLS 1.2 RSA key exchange
+ * (cipher suites named TLS_RSA_WITH_*) needs it. It is off by default
+ * because a decryption service is a padding oracle risk; signatures are
+ * always served. Returns 1. */
+KEYCELL_EXPORT int keycell_key_options_allow_rsa_decryption(
+    keycell_key_options *options, int allow);
+
+/* Loading keys. */
+
+/* keycell_load_private_key makes the cell read the private key at |path| and
+ * returns an EVP_PKEY for it whose private operations run in the cell, or
+ * NULL on failure with a message in |err|. The caller owns the result and
+ * frees it with EVP_PKEY_free().
+ *
+ * Key types: RSA (1024 to 16384 bits), EC keys on P-256, P-384 and P-521,
+ * Ed25519 and Ed448. Files: PEM or DER; PKCS#1, SEC1 or PKCS#8; encrypted
+ * PKCS#8 or traditional encrypted PEM with a passphrase from |options|; a
+ * PEM that also contains certificates. |options| may be NULL.
+ *
+ * It may be called from any thread, at any time while the cell runs. */
+KEYCELL_EXPORT EVP_PKEY *keycell_load_private_key(
+    keycell *cell, const char *path, const keycell_key_options *options,
+    char *err, size_t err_len);
+
+/* keycell_use_private_key_file replaces SSL_CTX_use_PrivateKey_file(): it
+ * loads the key at |path| as keycell_load_private_key() does and installs it
+ * in |ctx|. When |ctx| already holds a certificate of the same key type, the
+ * key must match it. Returns 1 on success and 0 on failure with a message in
+ * |err|. */
+KEYCELL_EXPORT int keycell_use_private_key_file(
+    keycell *cell, SSL_CTX *ctx, const char *path,
+    const keycell_key_options *options, char *err, size_t err_len);
+
+/* keycell_is_cell_key returns 1 if |pkey| is a key served by a keycell cell
+ * and 0 otherwise. */
+KEYCELL_EXPORT int keycell_is_cell_key(const EVP_PKEY *pkey);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KEYCELL_KEYCELL_H */
