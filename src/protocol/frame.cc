@@ -1,0 +1,32 @@
+#include "protocol/frame.h"
+
+namespace kc::protocol {
+
+void AppendEmptyFrame(WipingBuffer &out, uint8_t type, uint16_t status,
+                      uint64_t id) {
+  FrameHeader header;
+  header.type = type;
+  header.status = status;
+  header.id = id;
+  uint8_t bytes[kHeaderSize];
+  EncodeHeader(header, bytes);
+  out.Append(bytes, sizeof(bytes));
+}
+
+SplitResult SplitFrame(std::span<const uint8_t> in, Frame &frame) {
+  if (in.size() < kHeaderSize) {
+    return SplitResult::kNeedMore;
+  }
+  std::optional<FrameHeader> header = DecodeHeader(in.data());
+  if (!header) {
+    return SplitResult::kTooLarge;
+  }
+  if (in.size() - kHeaderSize < header->length) {
+    return SplitResult::kNeedMore;
+  }
+  frame.header = *header;
+  frame.payload = in.subspan(kHeaderSize, header->length);
+  return SplitResult::kFrame;
+}
+
+}  // namespace kc::protocol

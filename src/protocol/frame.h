@@ -1,0 +1,49 @@
+// Building and splitting frames: a header followed by an encoded message.
+#ifndef KEYCELL_PROTOCOL_FRAME_H
+#define KEYCELL_PROTOCOL_FRAME_H
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "protocol/codec.h"
+#include "protocol/messages.h"
+
+namespace kc::protocol {
+
+// Appends a frame carrying |message| to |out|.
+template <typename Message>
+void AppendFrame(WipingBuffer &out, uint8_t type, uint16_t status, uint64_t id,
+                 const Message &message) {
+  size_t start = out.size();
+  uint8_t placeholder[kHeaderSize] = {};
+  out.Append(placeholder, sizeof(placeholder));
+  Writer writer(out);
+  Encode(writer, message);
+  FrameHeader header;
+  header.length = static_cast<uint32_t>(out.size() - start - kHeaderSize);
+  header.type = type;
+  header.status = status;
+  header.id = id;
+  EncodeHeader(header, out.data() + start);
+}
+
+// Appends a frame with an empty payload.
+void AppendEmptyFrame(WipingBuffer &out, uint8_t type, uint16_t status,
+                      uint64_t id);
+
+struct Frame {
+  FrameHeader header;
+  std::span<const uint8_t> payload;
+  size_t size() const { return kHeaderSize + payload.size(); }
+};
+
+enum class SplitResult { kFrame, kNeedMore, kTooLarge };
+
+// Finds the first complete frame at the start of |in|. On kFrame, |frame|
+// points into |in|.
+SplitResult SplitFrame(std::span<const uint8_t> in, Frame &frame);
+
+}  // namespace kc::protocol
+
+#endif  // KEYCELL_PROTOCOL_FRAME_H

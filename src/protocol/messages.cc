@@ -1,0 +1,162 @@
+#include "protocol/messages.h"
+
+namespace kc::protocol {
+namespace {
+
+bool ValidString(std::string_view value) {
+  return value.size() <= kMaxStringLength &&
+         value.find('\0') == std::string_view::npos;
+}
+
+}  // namespace
+
+const char *KeyTypeName(KeyType type) {
+  switch (type) {
+    case KeyType::kRsa:
+      return "RSA";
+    case KeyType::kEc:
+      return "EC";
+    case KeyType::kEd25519:
+      return "ED25519";
+    case KeyType::kEd448:
+      return "ED448";
+  }
+  return nullptr;
+}
+
+void Encode(Writer &out, const LoadKeyRequest &message) {
+  out.String(message.path);
+  out.String(message.passphrase_file);
+  out.U8(message.has_passphrase ? 1 : 0);
+  out.Bytes(message.passphrase);
+  out.U32(message.flags);
+}
+
+bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message) {
+  Reader reader(in);
+  message.path = reader.String();
+  message.passphrase_file = reader.String();
+  uint8_t has_passphrase = reader.U8();
+  message.passphrase = reader.Bytes();
+  message.flags = reader.U32();
+  message.has_passphrase = has_passphrase == 1;
+  return reader.Finished() && has_passphrase <= 1 &&
+         ValidString(message.path) && !message.path.empty() &&
+         ValidString(message.passphrase_file) &&
+         message.passphrase.size() <= kMaxStringLength &&
+         (message.flags & ~kLoadAllowDecrypt) == 0;
+}
+
+void Encode(Writer &out, const LoadKeyReply &message) {
+  out.U32(message.key_id);
+  out.U8(static_cast<uint8_t>(message.type));
+  out.Bytes(message.public_key);
+}
+
+bool Decode(std::span<const uint8_t> in, LoadKeyReply &message) {
+  Reader reader(in);
+  message.key_id = reader.U32();
+  message.type = static_cast<KeyType>(reader.U8());
+  message.public_key = reader.Bytes();
+  return reader.Finished() && KeyTypeName(message.type) != nullptr &&
+         !message.public_key.empty();
+}
+
+void Encode(Writer &out, const SignRequest &message) {
+  out.U32(message.key_id);
+  out.String(message.digest);
+  out.U8(message.padding);
+  out.I32(message.salt_length);
+  out.String(message.mgf1_digest);
+  out.Bytes(message.input);
+}
+
+bool Decode(std::span<const uint8_t> in, SignRequest &message) {
+  Reader reader(in);
+  message.key_id = reader.U32();
+  message.digest = reader.String();
+  message.padding = reader.U8();
+  message.salt_length = reader.I32();
+  message.mgf1_digest = reader.String();
+  message.input = reader.Bytes();
+  return reader.Finished() && ValidString(message.digest) &&
+         ValidString(message.mgf1_digest);
+}
+
+void Encode(Writer &out, const SignReply &message) {
+  out.Bytes(message.signature);
+}
+
+bool Decode(std::span<const uint8_t> in, SignReply &message) {
+  Reader reader(in);
+  message.signature = reader.Bytes();
+  return reader.Finished();
+}
+
+void Encode(Writer &out, const DecryptRequest &message) {
+  out.U32(message.key_id);
+  out.U8(message.padding);
+  out.String(message.oaep_digest);
+  out.String(message.mgf1_digest);
+  out.Bytes(message.oaep_label);
+  out.U32(message.tls_client_version);
+  out.U32(message.tls_negotiated_version);
+  out.Bytes(message.ciphertext);
+}
+
+bool Decode(std::span<const uint8_t> in, DecryptRequest &message) {
+  Reader reader(in);
+  message.key_id = reader.U32();
+  message.padding = reader.U8();
+  message.oaep_digest = reader.String();
+  message.mgf1_digest = reader.String();
+  message.oaep_label = reader.Bytes();
+  message.tls_client_version = reader.U32();
+  message.tls_negotiated_version = reader.U32();
+  message.ciphertext = reader.Bytes();
+  return reader.Finished() && ValidString(message.oaep_digest) &&
+         ValidString(message.mgf1_digest);
+}
+
+void Encode(Writer &out, const DecryptReply &message) {
+  out.Bytes(message.plaintext);
+}
+
+bool Decode(std::span<const uint8_t> in, DecryptReply &message) {
+  Reader reader(in);
+  message.plaintext = reader.Bytes();
+  return reader.Finished();
+}
+
+void Encode(Writer &out, const ReleaseKeyRequest &message) {
+  out.U32(message.key_id);
+}
+
+bool Decode(std::span<const uint8_t> in, ReleaseKeyRequest &message) {
+  Reader reader(in);
+  message.key_id = reader.U32();
+  return reader.Finished();
+}
+
+void Encode(Writer &out, const DropPrivilegesRequest &message) {
+  out.String(message.user);
+}
+
+bool Decode(std::span<const uint8_t> in, DropPrivilegesRequest &message) {
+  Reader reader(in);
+  message.user = reader.String();
+  return reader.Finished() && ValidString(message.user) &&
+         !message.user.empty();
+}
+
+void Encode(Writer &out, const ErrorReply &message) {
+  out.String(message.message);
+}
+
+bool Decode(std::span<const uint8_t> in, ErrorReply &message) {
+  Reader reader(in);
+  message.message = reader.String();
+  return reader.Finished();
+}
+
+}  // namespace kc::protocol

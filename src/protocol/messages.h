@@ -1,0 +1,126 @@
+// The messages carried in frame payloads, written down in docs/PROTOCOL.md.
+// Decoded messages hold views into the frame they came from.
+#ifndef KEYCELL_PROTOCOL_MESSAGES_H
+#define KEYCELL_PROTOCOL_MESSAGES_H
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "protocol/codec.h"
+
+namespace kc::protocol {
+
+enum class MessageType : uint8_t {
+  kLoadKey = 1,
+  kSign = 2,
+  kDecrypt = 3,
+  kReleaseKey = 4,
+  kDropPrivileges = 5,
+  kPing = 6,
+};
+
+enum class KeyType : uint8_t {
+  kRsa = 1,
+  kEc = 2,
+  kEd25519 = 3,
+  kEd448 = 4,
+};
+
+// The OpenSSL name of a key type ("RSA", "EC", "ED25519", "ED448"), or
+// nullptr for a value outside the enum.
+const char *KeyTypeName(KeyType type);
+
+// Padding values match OpenSSL's RSA_*_PADDING constants.
+inline constexpr uint8_t kPaddingNone = 0;  // Not RSA, or the key's default.
+inline constexpr uint8_t kPaddingPkcs1 = 1;
+inline constexpr uint8_t kPaddingOaep = 4;
+inline constexpr uint8_t kPaddingPss = 6;
+inline constexpr uint8_t kPaddingPkcs1Tls = 7;  // TLS 1.2 RSA key exchange.
+
+// Flags of a LoadKeyRequest.
+inline constexpr uint32_t kLoadAllowDecrypt = 1u << 0;
+
+// The longest path, digest name or user name that a message may carry.
+inline constexpr size_t kMaxStringLength = 4096;
+
+struct LoadKeyRequest {
+  std::string_view path;
+  std::string_view passphrase_file;  // Empty: none.
+  std::span<const uint8_t> passphrase;
+  bool has_passphrase = false;
+  uint32_t flags = 0;
+};
+
+struct LoadKeyReply {
+  uint32_t key_id = 0;
+  KeyType type = KeyType::kRsa;
+  std::span<const uint8_t> public_key;  // DER SubjectPublicKeyInfo.
+};
+
+struct SignRequest {
+  uint32_t key_id = 0;
+  std::string_view digest;  // Empty: none (EdDSA, or raw RSA PKCS#1).
+  uint8_t padding = kPaddingNone;
+  int32_t salt_length = 0;       // OpenSSL's RSA_PSS_SALTLEN_* or a length.
+  std::string_view mgf1_digest;  // Empty: the signature digest.
+  // The digest to sign for RSA and ECDSA; the whole message for EdDSA.
+  std::span<const uint8_t> input;
+};
+
+struct SignReply {
+  std::span<const uint8_t> signature;
+};
+
+struct DecryptRequest {
+  uint32_t key_id = 0;
+  uint8_t padding = kPaddingPkcs1;
+  std::string_view oaep_digest;
+  std::string_view mgf1_digest;
+  std::span<const uint8_t> oaep_label;
+  uint32_t tls_client_version = 0;
+  uint32_t tls_negotiated_version = 0;
+  std::span<const uint8_t> ciphertext;
+};
+
+struct DecryptReply {
+  std::span<const uint8_t> plaintext;
+};
+
+struct ReleaseKeyRequest {
+  uint32_t key_id = 0;
+};
+
+struct DropPrivilegesRequest {
+  std::string_view user;
+};
+
+// The payload of every reply whose status is not zero.
+struct ErrorReply {
+  std::string_view message;
+};
+
+void Encode(Writer &out, const LoadKeyRequest &message);
+void Encode(Writer &out, const LoadKeyReply &message);
+void Encode(Writer &out, const SignRequest &message);
+void Encode(Writer &out, const SignReply &message);
+void Encode(Writer &out, const DecryptRequest &message);
+void Encode(Writer &out, const DecryptReply &message);
+void Encode(Writer &out, const ReleaseKeyRequest &message);
+void Encode(Writer &out, const DropPrivilegesRequest &message);
+void Encode(Writer &out, const ErrorReply &message);
+
+// Each Decode returns false unless |in| is exactly one valid message.
+bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message);
+bool Decode(std::span<const uint8_t> in, LoadKeyReply &message);
+bool Decode(std::span<const uint8_t> in, SignRequest &message);
+bool Decode(std::span<const uint8_t> in, SignReply &message);
+bool Decode(std::span<const uint8_t> in, DecryptRequest &message);
+bool Decode(std::span<const uint8_t> in, DecryptReply &message);
+bool Decode(std::span<const uint8_t> in, ReleaseKeyRequest &message);
+bool Decode(std::span<const uint8_t> in, DropPrivilegesRequest &message);
+bool Decode(std::span<const uint8_t> in, ErrorReply &message);
+
+}  // namespace kc::protocol
+
+#endif  // KEYCELL_PROTOCOL_MESSAGES_H
