@@ -1,0 +1,257 @@
+#include "cell/dispatcher.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "cell/key_loader.h"
+#include "cell/operations.h"
+
+namespace kc::cell {
+namespace {
+
+using protocol::Frame;
+using protocol::MessageType;
+using protocol::WipingBuffer;
+
+Status SwitchUser(std::string_view user) {
+  std::string name(user);
+  std::vector<char> buffer(16384);
+  struct passwd entry;
+  struct passwd *found = nullptr;
+  int error =
+      getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+  if (found == nullptr) {
+    return Status(Code::kOperationFailed,
+                  "cannot drop privileges: unknown user '" + name + "'" +
+                      (error != 0 ? std::string(": ") + std::strerror(error)
+                                  : std::string()));
+  }
+  uid_t uid = entry.pw_uid;
+  gid_t gid = entry.pw_gid;
+  if (initgroups(name.c_str(), gid) != 0 || setgid(gid) != 0 ||
+      setuid(uid) != 0) {
+    return Status(Code::kOperationFailed, "cannot drop privileges to user '" +
+                                              name +
+                                              "': " + std::strerror(errno));
+  }
+  if (uid != 0 && setuid(0) == 0) {
+    return Status(Code::kInternal,
+                  "privileges were not dropped: the cell could regain root");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(KeyStore &keys,
+                       std::function<void(const std::string &)> log)
+    : keys_(keys), log_(std::move(log)) {}
+
+Dispatcher::Outcome Dispatcher::Handle(const Frame &request,
+                                       WipingBuffer &out) {
+  if (request.header.version != protocol::kVersion) {
+    ReplyError(request,
+               Status(Code::kUnsupportedVersion,
+                      "unsupported protocol version " +
+                          std::to_string(request.header.version) +
+                          "; this cell speaks version " +
+                          std::to_string(protocol::kVersion)),
+               out);
+    counters_.bad_frames++;
+    return Outcome::kClose;
+  }
+  if (request.header.status != 0) {
+    return Reject(request, "a request carries a nonzero status", out);
+  }
+  switch (static_cast<MessageType>(request.header.type)) {
+    case MessageType::kLoadKey:
+      return HandleLoadKey(request, out);
+    case MessageType::kSign:
+      return HandleSign(request, out);
+    case MessageType::kDecrypt:
+      return HandleDecrypt(request, out);
+    case MessageType::kReleaseKey:
+      return HandleReleaseKey(request, out);
+    case MessageType::kDropPrivileges:
+      return HandleDropPrivileges(request, out);
+    case MessageType::kPing:
+      if (!request.payload.empty()) {
+        return Reject(request, "a ping carries a payload", out);
+      }
+      protocol::AppendEmptyFrame(out, request.header.type, 0,
+                                 request.header.id);
+      return Outcome::kReplied;
+  }
+  return Reject(request,
+                "unknown message type " + std::to_string(request.header.type),
+                out);
+}
+
+Dispatcher::Outcome Dispatcher::Reject(const Frame &request,
+                                       const std::string &reason,
+                                       WipingBuffer &out) {
+  counters_.bad_frames++;
+  if (log_) {
+    log_("closing a connection after a malformed request: " + reason);
+  }
+  ReplyError(request, Status(Code::kBadRequest, "malformed request: " + reason),
+             out);
+  return Outcome::kClose;
+}
+
+void Dispatcher::RejectOversized(WipingBuffer &out) {
+  counters_.bad_frames++;
+  if (log_) {
+    log_("closing a connection after a frame larger than the maximum of " +
+         std::to_string(protocol::kMaxPayload) + " bytes");
+  }
+  protocol::ErrorReply reply{"malformed request: frame too large"};
+  protocol::AppendFrame(out, 0, static_cast<uint16_t>(Code::kBadRequest), 0,
+                        reply);
+}
+
+void Dispatcher::ReplyError(const Frame &request, const Status &status,
+                            WipingBuffer &out) {
+  protocol::ErrorReply reply{status.message()};
+  protocol::AppendFrame(out, request.header.type,
+                        static_cast<uint16_t>(status.code()), request.header.id,
+                        reply);
+}
+
+Dispatcher::Outcome Dispatcher::HandleLoadKey(const Frame &request,
+                                              WipingBuffer &out) {
+  protocol::LoadKeyRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "invalid load-key request", out);
+  }
+  PassphraseSource passphrase;
+  passphrase.file = message.passphrase_file;
+  passphrase.bytes = message.passphrase;
+  passphrase.has_bytes = message.has_passphrase;
+  Result<LoadedKey> loaded = LoadKeyFile(message.path, passphrase);
+  if (!loaded.ok()) {
+    counters_.failures++;
+    if (log_ && loaded.status().code() != Code::kPassphraseRequired) {
+      log_("key load failed: " + loaded.status().message());
+    }
+    ReplyError(request, loaded.status(), out);
+    return Outcome::kReplied;
+  }
+  auto key = std::make_shared<CellKey>();
+  key->pkey = std::move(loaded->pkey);
+  key->type = loaded->type;
+  key->allow_decrypt = key->type == protocol::KeyType::kRsa &&
+                       (message.flags & protocol::kLoadAllowDecrypt) != 0;
+  protocol::LoadKeyReply reply;
+  reply.type = loaded->type;
+  reply.public_key = loaded->public_key;
+  reply.key_id = keys_.Add(std::move(key));
+  protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
+  return Outcome::kReplied;
+}
+
+Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
+                                           WipingBuffer &out) {
+  protocol::SignRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "invalid sign request", out);
+  }
+  std::shared_ptr<const CellKey> key = keys_.Find(message.key_id);
+  if (key == nullptr) {
+    counters_.failures++;
+    ReplyError(request,
+               Status(Code::kUnknownKey,
+                      "no key with id " + std::to_string(message.key_id)),
+               out);
+    return Outcome::kReplied;
+  }
+  std::vector<uint8_t> signature;
+  Status status = Sign(*key, message, signature);
+  if (!status.ok()) {
+    counters_.failures++;
+    if (log_) {
+      log_("signing with key " + std::to_string(message.key_id) +
+           " failed: " + status.message());
+    }
+    ReplyError(request, status, out);
+    return Outcome::kReplied;
+  }
+  counters_.signatures++;
+  protocol::SignReply reply{signature};
+  protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
+  return Outcome::kReplied;
+}
+
+Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
+                                              WipingBuffer &out) {
+  protocol::DecryptRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "invalid decrypt request", out);
+  }
+  std::shared_ptr<const CellKey> key = keys_.Find(message.key_id);
+  if (key == nullptr) {
+    counters_.failures++;
+    ReplyError(request,
+               Status(Code::kUnknownKey,
+                      "no key with id " + std::to_string(message.key_id)),
+               out);
+    return Outcome::kReplied;
+  }
+  WipingBuffer plaintext;
+  Status status = Decrypt(*key, message, plaintext);
+  if (!status.ok()) {
+    counters_.failures++;
+    if (log_ && status.code() == Code::kForbidden) {
+      log_("decryption with key " + std::to_string(message.key_id) +
+           " rejected: " + status.message());
+    }
+    ReplyError(request, status, out);
+    return Outcome::kReplied;
+  }
+  counters_.decryptions++;
+  protocol::DecryptReply reply{plaintext.span()};
+  protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
+  return Outcome::kReplied;
+}
+
+Dispatcher::Outcome Dispatcher::HandleReleaseKey(const Frame &request,
+                                                 WipingBuffer &out) {
+  protocol::ReleaseKeyRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "invalid release-key request", out);
+  }
+  if (!keys_.Remove(message.key_id)) {
+    ReplyError(request,
+               Status(Code::kUnknownKey,
+                      "no key with id " + std::to_string(message.key_id)),
+               out);
+    return Outcome::kReplied;
+  }
+  protocol::AppendEmptyFrame(out, request.header.type, 0, request.header.id);
+  return Outcome::kReplied;
+}
+
+Dispatcher::Outcome Dispatcher::HandleDropPrivileges(const Frame &request,
+                                                     WipingBuffer &out) {
+  protocol::DropPrivilegesRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "invalid drop-privileges request", out);
+  }
+  Status status = SwitchUser(message.user);
+  if (!status.ok()) {
+    if (log_) {
+      log_(status.message());
+    }
+    ReplyError(request, status, out);
+    return Outcome::kReplied;
+  }
+  protocol::AppendEmptyFrame(out, request.header.type, 0, request.header.id);
+  return Outcome::kReplied;
+}
+
+}  // namespace kc::cell

@@ -1,0 +1,123 @@
+#include "cell/embedded.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "cell/dispatcher.h"
+#include "cell/key_store.h"
+#include "cell/server.h"
+
+namespace kc::cell {
+namespace {
+
+// The descriptor the control socket is moved to before every other
+// inherited descriptor is closed.
+constexpr int kControlFd = 3;
+
+// Resets what the cell inherited from the server: signal dispositions and
+// mask, the session, and every descriptor but the control socket.
+void ResetInheritedState(int control_fd) {
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_UNBLOCK, &all, nullptr);
+  for (int signal = 1; signal < NSIG; ++signal) {
+    if (signal != SIGKILL && signal != SIGSTOP) {
+      ::signal(signal, SIG_DFL);
+    }
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  // A session of its own keeps terminal signals (Ctrl-C) for the server;
+  // the cell follows the server's exit through the control socket instead.
+  setsid();
+
+  if (control_fd != kControlFd) {
+    dup2(control_fd, kControlFd);
+  }
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd >= 0) {
+    dup2(null_fd, STDIN_FILENO);
+    dup2(null_fd, STDOUT_FILENO);
+    dup2(null_fd, STDERR_FILENO);
+  }
+  close_range(kControlFd + 1, ~0U, 0);
+  fcntl(kControlFd, F_SETFD, FD_CLOEXEC);
+}
+
+// The embedded cell's share of the hardening: no core dumps, no ptrace
+// attach by the server's uid, no privilege gain through exec.
+void Harden() {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+// Takes every pending message off the control socket. Exits the cell when
+// the last server process has closed its end.
+void DrainControl(Server &server) {
+  for (;;) {
+    char byte;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int))];
+    msghdr message{};
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = space;
+    message.msg_controllen = sizeof(space);
+    ssize_t n = recvmsg(kControlFd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return;
+    }
+    if (n <= 0) {
+      _exit(0);
+    }
+    for (cmsghdr *header = CMSG_FIRSTHDR(&message); header != nullptr;
+         header = CMSG_NXTHDR(&message, header)) {
+      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
+          header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        continue;
+      }
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
+      // A failure here closes the descriptor, and the client sees its
+      // connection end.
+      (void)server.AddConnection(UniqueFd(fd));
+    }
+  }
+}
+
+}  // namespace
+
+void RunEmbeddedCell(int control_fd, unsigned workers) {
+  ResetInheritedState(control_fd);
+  Harden();
+
+  if (workers == 0) {
+    workers = std::max(1u, std::thread::hardware_concurrency());
+  }
+  static KeyStore keys;
+  static Dispatcher dispatcher(keys, nullptr);
+  static Server server(dispatcher);
+  if (!server.Init().ok()) {
+    _exit(1);
+  }
+  Status watched = server.Watch(kControlFd, [] { DrainControl(server); });
+  if (!watched.ok()) {
+    _exit(1);
+  }
+  server.Run(workers);
+}
+
+}  // namespace kc::cell
