@@ -1,0 +1,95 @@
+// The server's side of a cell: starting it, and sending requests to it from
+// any thread of any process forked after the start.
+#ifndef KEYCELL_CLIENT_CELL_CLIENT_H
+#define KEYCELL_CLIENT_CELL_CLIENT_H
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "protocol/frame.h"
+
+namespace kc::client {
+
+struct StartOptions {
+  unsigned workers = 0;         // Zero: one per online CPU.
+  unsigned timeout_ms = 30000;  // Zero: wait for ever.
+};
+
+// A reply received from the cell. |payload| points into |buffer|.
+struct Reply {
+  protocol::WipingBuffer buffer;
+  protocol::FrameHeader header;
+  std::span<const uint8_t> payload;
+};
+
+class CellClient {
+ public:
+  // Forks a new embedded cell.
+  static Result<std::shared_ptr<CellClient>> Start(const StartOptions &options);
+
+  CellClient(const CellClient &) = delete;
+  CellClient &operator=(const CellClient &) = delete;
+  ~CellClient();
+
+  // Sends |request| as a frame of |type| and waits for its reply. Each
+  // thread of each process uses a connection of its own, opened on first
+  // use. A reply whose status is not zero is returned as a Status with the
+  // cell's message.
+  template <typename Message>
+  Status Call(protocol::MessageType type, const Message &request,
+              Reply &reply) {
+    protocol::WipingBuffer &frame = ScratchFrame();
+    protocol::AppendFrame(frame, static_cast<uint8_t>(type), 0, NextRequestId(),
+                          request);
+    return Exchange(frame, true, reply);
+  }
+
+  // Sends |request| without waiting for a reply, which is discarded when
+  // it arrives.
+  template <typename Message>
+  Status Send(protocol::MessageType type, const Message &request) {
+    protocol::WipingBuffer &frame = ScratchFrame();
+    protocol::AppendFrame(frame, static_cast<uint8_t>(type), 0, NextRequestId(),
+                          request);
+    Reply unused;
+    return Exchange(frame, false, unused);
+  }
+
+  // Stops the cell when called in the process that started it; in any other
+  // process it only releases that process's connections. Every later call
+  // fails.
+  void Stop();
+
+  pid_t pid() const { return pid_; }
+  // True once the cell has been seen to exit or has been stopped.
+  bool gone() const { return gone_.load(std::memory_order_relaxed); }
+
+ private:
+  CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms);
+
+  static protocol::WipingBuffer &ScratchFrame();
+  uint64_t NextRequestId();
+  Status Exchange(protocol::WipingBuffer &frame, bool wait, Reply &reply);
+  Result<int> ConnectionForThisThread();
+  Status OpenConnection(int &fd);
+  Status ReadReply(int fd, uint64_t id, Reply &reply);
+  Status MarkGone();
+  bool CellStillRunning() const;
+
+  UniqueFd control_;
+  const pid_t pid_;
+  const pid_t owner_pid_;
+  const unsigned timeout_ms_;
+  const uint64_t serial_;
+  std::atomic<bool> gone_{false};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace kc::client
+
+#endif  // KEYCELL_CLIENT_CELL_CLIENT_H
