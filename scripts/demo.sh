@@ -100,6 +100,9 @@ start_server() {
   local name="$1" connections="$2"
   shift 2
   local log_file="$work_dir/server-$name.log"
+  # The file exists before the server starts, so the polling below can read
+  # it at once.
+  : >"$log_file"
   "$server_binary" -p 0 -n "$connections" "$@" 2>"$log_file" &
   local pid=$!
   server_pids+=("$pid")
