@@ -11,9 +11,9 @@
  *   1. keycell_start() forks the cell before the server starts threads.
  *   2. For each -c/-k pair, SSL_CTX_use_certificate_chain_file() installs the
  *      certificate chain and keycell_use_private_key_file() takes the place
- *      of SSL_CTX_use_PrivateKey_file(). One SSL_CTX contains at most one key
- * of each type, so RSA, ECDSA and Ed25519 keys can share it and OpenSSL picks
- * the one that the client's signature algorithms allow.
+ *      of SSL_CTX_use_PrivateKey_file(). One SSL_CTX contains at most one
+ *      key of each type, so RSA, ECDSA and Ed25519 keys can share it. OpenSSL
+ *      picks the key that the client's signature algorithms allow.
  *   3. With -u, keycell_drop_privileges() switches the cell to USER, then the
  *      server switches itself to USER (after binding its port).
  *   4. An acceptor thread (main) hands connections to a pool of worker
@@ -660,9 +660,15 @@ static void serve_connection(const struct server *server, int fd,
     return;
   }
 
-  /* The request line is "METHOD TARGET VERSION". */
+  /* The request line is "METHOD TARGET VERSION". It goes into the log, so
+   * control characters from the client are replaced. */
   char *line_end = strstr(request, "\r\n");
   *line_end = '\0';
+  for (char *c = request; *c != '\0'; c++) {
+    if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f) {
+      *c = '?';
+    }
+  }
   int is_get = strncmp(request, "GET ", 4) == 0;
   int is_head = strncmp(request, "HEAD ", 5) == 0;
   int status = is_get || is_head ? 200 : 405;
@@ -696,8 +702,8 @@ static void serve_connection(const struct server *server, int fd,
 
   if (write_all(ssl, response, (size_t)response_len, reason, sizeof(reason))) {
     SSL_shutdown(ssl);
-    log_line("connection %lu from %s: %s %s key=%s (held by %s) \"%s\" %d", id,
-             peer, protocol, cipher, key_name, holder, request, status);
+    log_line("connection %lu from %s: %s %s key=%s (held by %s) \"%.200s\" %d",
+             id, peer, protocol, cipher, key_name, holder, request, status);
   } else {
     log_line("connection %lu from %s: %s %s key=%s: write failed: %s", id, peer,
              protocol, cipher, key_name, reason);
