@@ -421,6 +421,11 @@ class MemoryScan : public ::testing::Test {
     EXPECT_GE(keycell_report.bytes_scanned, control_report.bytes_scanned / 2)
         << "the keycell scan covered much less memory than the control";
 
+    RecordProperty("keycell_bytes_scanned",
+                   std::to_string(keycell_report.bytes_scanned));
+    RecordProperty("control_bytes_scanned",
+                   std::to_string(control_report.bytes_scanned));
+
     uint64_t control_hits = 0;
     for (size_t n = 0; n < secret_needles_; n++) {
       control_hits += control_report.hits[n];
@@ -428,6 +433,7 @@ class MemoryScan : public ::testing::Test {
           << names[n] << " found in the memory of the process that used "
           << "the key through keycell";
     }
+    RecordProperty("control_hits", std::to_string(control_hits));
     EXPECT_GT(control_hits, 0u)
         << "the control process loaded the key but no secret form was "
            "found, so the scan cannot detect the secret";
