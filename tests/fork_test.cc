@@ -99,7 +99,7 @@ class CellFork : public ::testing::Test {
 };
 
 TEST_F(CellFork, ChildrenHandshake) {
-  const int child_handshakes = Iterations(60, 9);
+  const int child_handshakes = Iterations(60, 20);
   const int parent_handshakes = Iterations(15, 3);
   ASSERT_TRUE(RunHandshakes(parent_handshakes, 0, &error_)) << error_;
 

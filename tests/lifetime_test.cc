@@ -20,6 +20,16 @@
 #include "test_util.h"
 #include "tls_util.h"
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer sleeps for atexit_sleep_ms, 1000 ms by default, in every
+// exiting process, which would put each cell exit at the limit below. The
+// TSAN_OPTIONS environment variable still overrides this default.
+extern "C" __attribute__((visibility("default"))) const char *
+__tsan_default_options() {
+  return "atexit_sleep_ms=0";
+}
+#endif
+
 namespace keycell_test {
 namespace {
 

@@ -63,7 +63,7 @@ const HandshakeKind kKinds[] = {
 };
 
 TEST(CellThreads, SharedContextHandshakes) {
-  const int handshakes_per_thread = Iterations(200, 12);
+  const int handshakes_per_thread = Iterations(200, 40);
   std::string error;
   CellPtr cell = StartCell(nullptr, &error);
   ASSERT_NE(cell, nullptr) << error;
