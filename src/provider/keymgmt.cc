@@ -110,9 +110,13 @@ int ImportCellKey(ProviderKey *key, const OSSL_PARAM *token_param,
     return 0;
   }
   const auto *cursor = static_cast<const unsigned char *>(der);
+  // The decoder tries several structures and leaves errors for the ones
+  // that did not match; only a failure overall is worth reporting.
+  ERR_set_mark();
   EVP_PKEY *public_key =
       d2i_PUBKEY_ex(nullptr, &cursor, static_cast<long>(der_length),
                     key->libctx, kOtherProviders);
+  ERR_pop_to_mark();
   if (public_key == nullptr ||
       !EVP_PKEY_is_a(public_key, protocol::KeyTypeName(key->type))) {
     EVP_PKEY_free(public_key);

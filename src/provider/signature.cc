@@ -231,8 +231,21 @@ bool AlgorithmId(SignatureCtx *ctx, OSSL_PARAM *out) {
   }
   *p = OSSL_PARAM_construct_end();
   OSSL_PARAM request[] = {*out, OSSL_PARAM_construct_end()};
-  bool ok = verify != nullptr && EVP_PKEY_verify_init_ex(verify, params) == 1 &&
-            EVP_PKEY_CTX_get_params(verify, request) == 1;
+  bool ok = false;
+  if (ctx->eddsa()) {
+    // OpenSSL's EdDSA supports only the digest-verify form.
+    EVP_MD_CTX *md_ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = nullptr;
+    ok = md_ctx != nullptr &&
+         EVP_DigestVerifyInit_ex(md_ctx, &pctx, nullptr, ctx->libctx,
+                                 kOtherProviders, ctx->key->public_key,
+                                 nullptr) == 1 &&
+         EVP_PKEY_CTX_get_params(pctx, request) == 1;
+    EVP_MD_CTX_free(md_ctx);
+  } else {
+    ok = verify != nullptr && EVP_PKEY_verify_init_ex(verify, params) == 1 &&
+         EVP_PKEY_CTX_get_params(verify, request) == 1;
+  }
   EVP_PKEY_CTX_free(verify);
   out->return_size = request[0].return_size;
   return ok;
