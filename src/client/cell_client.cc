@@ -199,6 +199,18 @@ Status CellClient::OpenConnection(int &fd) {
   return Status::Ok();
 }
 
+Result<UniqueFd> CellClient::OpenDedicatedConnection() {
+  if (stopped_.load(std::memory_order_relaxed)) {
+    return Status(Code::kCellGone, "the cell has been stopped");
+  }
+  int fd = -1;
+  Status status = OpenConnection(fd);
+  if (!status.ok()) {
+    return status;
+  }
+  return UniqueFd(fd);
+}
+
 Result<int> CellClient::ConnectionForThisThread() {
   pid_t self = getpid();
   std::vector<ThreadConnection> &list = thread_connections.list;

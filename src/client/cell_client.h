@@ -60,6 +60,10 @@ class CellClient {
     return Exchange(frame, false, unused);
   }
 
+  // Opens a new connection to the cell that the caller owns and drives
+  // itself, outside the per-thread connections that Call uses.
+  Result<UniqueFd> OpenDedicatedConnection();
+
   // Stops the cell when called in the process that started it; in any other
   // process it only releases that process's connections. Every later call
   // fails.
