@@ -5,6 +5,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <limits.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <memory>
 #include <new>
@@ -55,6 +58,17 @@ std::string OpenSslReason() {
   return reason != nullptr ? reason : "unknown error";
 }
 
+std::string AbsolutePath(const std::string &path) {
+  if (path.empty() || path.front() == '/') {
+    return path;
+  }
+  char directory[PATH_MAX];
+  if (getcwd(directory, sizeof(directory)) == nullptr) {
+    return path;
+  }
+  return std::string(directory) + "/" + path;
+}
+
 // Asks the cell to load |path|, calling the passphrase callback if the cell
 // reports that the key is encrypted.
 Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
@@ -67,9 +81,16 @@ Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
   if (options == nullptr) {
     options = &defaults;
   }
+  // The cell resolves paths against its own working directory, which stays
+  // where the server was at keycell_start; absolute paths keep a later
+  // chdir in the server from changing which file is read.
+  std::string absolute_path = AbsolutePath(path);
+  std::string passphrase_file = options->passphrase_file.empty()
+                                    ? std::string()
+                                    : AbsolutePath(options->passphrase_file);
   protocol::LoadKeyRequest request;
-  request.path = path;
-  request.passphrase_file = options->passphrase_file;
+  request.path = absolute_path;
+  request.passphrase_file = passphrase_file;
   request.flags =
       options->allow_rsa_decryption ? protocol::kLoadAllowDecrypt : 0;
 
