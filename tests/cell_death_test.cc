@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -177,6 +178,33 @@ TEST(CellDeath, KeysFailAfterFree) {
   std::string sign_error = TrySign(key.get(), public_key.get());
   EXPECT_NE(sign_error, "") << "signing succeeded after keycell_free";
   EXPECT_NE(sign_error.find(kCellGone), std::string::npos) << sign_error;
+}
+
+// A cell that is alive but does not reply makes operations fail after the
+// configured timeout; once it runs again, the next operation succeeds.
+TEST(CellDeath, StoppedCellTimesOut) {
+  ScopedAlarm watchdog(90, "CellDeath.StoppedCellTimesOut did not finish");
+  std::string error;
+  std::unique_ptr<keycell_options, decltype(&keycell_options_free)> options(
+      keycell_options_new(), keycell_options_free);
+  ASSERT_NE(options, nullptr);
+  ASSERT_EQ(keycell_options_set_timeout(options.get(), 300), 1);
+  CellPtr cell = StartCell(options.get(), &error);
+  ASSERT_NE(cell, nullptr) << error;
+  EvpPkeyPtr key = LoadCellKey(cell.get(), KeyPath("p256"), nullptr, &error);
+  ASSERT_NE(key, nullptr) << error;
+  EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath("p256"), &error);
+  ASSERT_NE(public_key, nullptr) << error;
+  ASSERT_EQ(TrySign(key.get(), public_key.get()), "");
+
+  pid_t cell_pid = keycell_cell_pid(cell.get());
+  ASSERT_EQ(kill(cell_pid, SIGSTOP), 0);
+  std::string stalled = TrySign(key.get(), public_key.get());
+  ASSERT_EQ(kill(cell_pid, SIGCONT), 0);
+  EXPECT_NE(stalled.find("did not reply within 300 ms"), std::string::npos)
+      << stalled;
+
+  EXPECT_EQ(TrySign(key.get(), public_key.get()), "");
 }
 
 }  // namespace
