@@ -36,7 +36,7 @@ extern "C" {
 #define KEYCELL_EXPORT
 #endif
 
-/* KEYCELL_ERROR_SIZE is a buffer size that holds every message keycell
+/* KEYCELL_ERROR_SIZE is a buffer size that fits every message keycell
  * writes without truncation. */
 #define KEYCELL_ERROR_SIZE 512
 
@@ -162,9 +162,9 @@ KEYCELL_EXPORT EVP_PKEY *keycell_load_private_key(
 
 /* keycell_use_private_key_file replaces SSL_CTX_use_PrivateKey_file(): it
  * loads the key at |path| as keycell_load_private_key() does and installs it
- * in |ctx|. When |ctx| already holds a certificate of the same key type, the
- * key must match it. Returns 1 on success and 0 on failure with a message in
- * |err|. */
+ * in |ctx|. When |ctx| already contains a certificate of the same key
+ * type, the key must match it. Returns 1 on success and 0 on failure with a
+ * message in |err|. */
 KEYCELL_EXPORT int keycell_use_private_key_file(
     keycell *cell, SSL_CTX *ctx, const char *path,
     const keycell_key_options *options, char *err, size_t err_len);

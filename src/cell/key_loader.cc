@@ -212,8 +212,8 @@ DerShape InspectDer(const std::vector<uint8_t> &bytes) {
   ERR_clear_error();
   if ((flags & 0x80) != 0) {
     // ASN1_get_object sets 0x80 both for a malformed header and for a length
-    // that runs past the input; a well-formed SEQUENCE header tells them
-    // apart.
+    // that runs past the input, and a well-formed SEQUENCE header
+    // distinguishes the two.
     if (bytes.size() >= 2 && bytes[0] == 0x30 &&
         (bytes[1] < 0x80 || (bytes[1] >= 0x81 && bytes[1] <= 0x84))) {
       return DerShape::kTruncated;

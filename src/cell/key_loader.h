@@ -31,7 +31,7 @@ struct LoadedKey {
   std::vector<uint8_t> public_key;  // DER SubjectPublicKeyInfo.
 };
 
-// Where the passphrase of an encrypted key comes from. With neither set, an
+// The source of the passphrase of an encrypted key. With neither set, an
 // encrypted key fails with Code::kPassphraseRequired.
 struct PassphraseSource {
   std::string_view file;           // Read by the cell; first line only.

@@ -42,7 +42,7 @@ struct keycell_key_options {
 
 namespace {
 
-// The longest passphrase a callback may return.
+// The maximum length of a passphrase from a callback, in bytes.
 constexpr int kMaxPassphrase = 1024;
 
 void WriteError(char *err, size_t err_len, const std::string &message) {
@@ -81,9 +81,9 @@ Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
   if (options == nullptr) {
     options = &defaults;
   }
-  // The cell resolves paths against its own working directory, which stays
-  // where the server was at keycell_start; absolute paths keep a later
-  // chdir in the server from changing which file is read.
+  // The cell resolves paths against the working directory the server had at
+  // keycell_start. Absolute paths keep a later chdir in the server from
+  // changing which file is read.
   std::string absolute_path = AbsolutePath(path);
   std::string passphrase_file = options->passphrase_file.empty()
                                     ? std::string()

@@ -1,7 +1,7 @@
 // Key management for cell keys. Public parameters, matching and export come
-// from the key's public half, an ordinary key of another provider; the
-// private half cannot be exported, which is also what makes OpenSSL route
-// every private operation on the key to this provider.
+// from the key's public half, an ordinary key of another provider. The
+// private half cannot be exported, and that refusal is what makes OpenSSL
+// route every private operation on the key to this provider.
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -24,8 +24,8 @@ OSSL_LIB_CTX *LibCtx(void *provctx) {
   return static_cast<ProviderContext *>(provctx)->libctx;
 }
 
-// Another provider's keymgmt for |type|, fetched once; it describes the
-// parameters that the public half answers.
+// Another provider's keymgmt for |type|, fetched once. It describes the
+// parameters that the public half returns.
 EVP_KEYMGMT *PublicKeymgmt(void *provctx, KeyType type) {
   static std::atomic<EVP_KEYMGMT *> cache[kKeyTypeCount];
   std::atomic<EVP_KEYMGMT *> &slot = cache[static_cast<int>(type)];

@@ -1,6 +1,7 @@
 // Signatures with cell keys. Signing hashes the input in the server and
-// sends the digest to the cell (for EdDSA, the whole message); verification
-// needs only the public half and runs in-process through another provider.
+// sends the digest to the cell, or for EdDSA the whole message. Verification
+// needs only the public half, so it runs in-process through another
+// provider.
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
