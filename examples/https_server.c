@@ -25,9 +25,10 @@
  * The "listening on 127.0.0.1:PORT" line on stderr names the port chosen.
  *
  * Every request gets a text/plain body naming the negotiated protocol, the
- * cipher, the type of the key that authenticated the server, and the cell
- * that holds that key. The server writes one log line per connection to
- * stderr. keycell never prints, so this program prints keycell's messages.
+ * cipher, the type of the key that authenticated the server, and the pid of
+ * the cell that performs that key's operations. The server writes one log line
+ * per connection to stderr. keycell never prints, so this program prints
+ * keycell's messages.
  *
  * Exit status: 0 after a signal or COUNT connections, 1 if startup failed,
  * 2 for invalid arguments.
