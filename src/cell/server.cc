@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -176,14 +178,18 @@ bool Server::Service(Connection &connection, uint32_t events) {
 }
 
 bool Server::ReadAvailable(Connection &connection) {
+  // Bytes arrive in a stack chunk and are appended, so the input buffer
+  // grows only by what the peer sent. A connection that sent a header and
+  // stalled holds a 16-byte buffer.
+  uint8_t chunk[kReadChunk];
   // Read at most one frame's worth beyond what is buffered, so a flood of
   // requests is taken in step with the replies it produces.
   while (connection.input.size() <
          protocol::kHeaderSize + protocol::kMaxPayload) {
-    uint8_t *space = connection.input.Reserve(kReadChunk);
-    ssize_t n = recv(connection.fd.get(), space, kReadChunk, 0);
+    ssize_t n = recv(connection.fd.get(), chunk, sizeof(chunk), 0);
     if (n > 0) {
-      connection.input.Commit(static_cast<size_t>(n));
+      connection.input.Append(chunk, static_cast<size_t>(n));
+      OPENSSL_cleanse(chunk, static_cast<size_t>(n));
       continue;
     }
     if (n == 0) {
