@@ -702,42 +702,58 @@ TEST_F(AttackTest, PipelinedUnreadRepliesDoNotBlockClients) {
   std::vector<uint8_t> frame =
       FrameBytes(TypeByte(MessageType::kSign), 1, sign);
 
-  // Write requests until the socket stays full, never reading a reply.
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> frames_sent{0};
-  std::thread writer([&] {
-    size_t offset = 0;
-    while (!stop.load()) {
-      ssize_t n = send(flood.get(), frame.data() + offset,
-                       frame.size() - offset, MSG_NOSIGNAL);
-      if (n > 0) {
-        offset += static_cast<size_t>(n);
-        if (offset == frame.size()) {
-          offset = 0;
-          frames_sent++;
-        }
-        continue;
+  // An honest client signs while the flood goes on.
+  std::atomic<bool> flood_done{false};
+  std::atomic<int> signatures_during_flood{0};
+  std::string client_failure;
+  std::thread client([&] {
+    while (!flood_done.load()) {
+      std::string result = SignAndCheck();
+      if (!result.empty()) {
+        client_failure = result;
+        return;
       }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        pollfd entry{flood.get(), POLLOUT, 0};
-        poll(&entry, 1, 50);
-        continue;
-      }
-      break;
+      signatures_during_flood++;
     }
   });
 
-  for (int i = 0; i < 50; ++i) {
-    std::string result = SignAndCheck();
-    if (!result.empty()) {
-      ADD_FAILURE() << "signature " << i << ": " << result;
+  // Write requests, never reading a reply, until the socket stays full for
+  // a second: the cell has stopped reading because its unsent replies
+  // reached their limit.
+  uint64_t frames_sent = 0;
+  size_t offset = 0;
+  for (;;) {
+    ssize_t n = send(flood.get(), frame.data() + offset, frame.size() - offset,
+                     MSG_NOSIGNAL);
+    if (n > 0) {
+      offset += static_cast<size_t>(n);
+      if (offset == frame.size()) {
+        offset = 0;
+        frames_sent++;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    ASSERT_TRUE(n < 0 && errno == EAGAIN) << std::strerror(errno);
+    pollfd entry{flood.get(), POLLOUT, 0};
+    if (poll(&entry, 1, 1000) == 0) {
       break;
     }
   }
+  flood_done = true;
+  client.join();
+  EXPECT_EQ(client_failure, "")
+      << "after " << signatures_during_flood.load() << " signatures";
+
+  // The cell stops reading only once 1 MiB of replies, each under 300
+  // bytes, is unsent.
+  EXPECT_GT(frames_sent, 3000u);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(SignAndCheck(), "") << "signature " << i << " after the flood";
+  }
   EXPECT_EQ(RunTlsHandshake(), "");
-  stop = true;
-  writer.join();
-  EXPECT_GT(frames_sent.load(), 1000u);
 }
 
 TEST_F(AttackTest, DecryptRejectedWithoutPermission) {
