@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -881,6 +882,102 @@ TEST_F(AttackTest, ProcessVmReadvFails) {
   ASSERT_EQ(TryProcessVmRead(control.pid()), 0);
 
   EXPECT_EQ(TryProcessVmRead(cell_->pid()), EPERM);
+}
+
+// Returns the number of open descriptors of |pid|, or -1 if they cannot be
+// listed.
+int CountDescriptors(pid_t pid) {
+  std::error_code error;
+  std::filesystem::directory_iterator entries(
+      "/proc/" + std::to_string(pid) + "/fd", error);
+  if (error) {
+    return -1;
+  }
+  int count = 0;
+  for (auto it = entries; it != std::filesystem::directory_iterator();
+       it.increment(error)) {
+    if (error) {
+      return -1;
+    }
+    ++count;
+  }
+  return count;
+}
+
+// Returns this process's end of the cell's control socket, the only
+// SOCK_SEQPACKET socket it has open, or -1.
+int FindControlSocket() {
+  int found = -1;
+  for (const auto &entry :
+       std::filesystem::directory_iterator("/proc/self/fd")) {
+    int fd = std::stoi(entry.path().filename().string());
+    int type = 0;
+    socklen_t length = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 &&
+        type == SOCK_SEQPACKET) {
+      if (found != -1) {
+        return -1;
+      }
+      found = fd;
+    }
+  }
+  return found;
+}
+
+// Sends one control message that carries |fds| as SCM_RIGHTS.
+bool SendDescriptors(int control, const std::vector<int> &fds) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  std::vector<char> space(CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = space.data();
+  message.msg_controllen = space.size();
+  cmsghdr *header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
+  return sendmsg(control, &message, MSG_NOSIGNAL) == 1;
+}
+
+TEST_F(AttackTest, ExtraControlDescriptorsAreClosed) {
+  ScopedAlarm alarm(60, "control descriptor test hung");
+  if (CountDescriptors(cell_->pid()) < 0) {
+    GTEST_SKIP() << "listing the cell's descriptors needs CAP_SYS_PTRACE";
+  }
+  int control = FindControlSocket();
+  ASSERT_GE(control, 0) << "cannot identify the control socket";
+
+  // A ping on a connection opened after the control messages shows that
+  // the cell has taken them off the control socket, which is ordered.
+  auto ping = [this](uint64_t id) {
+    UniqueFd fd = OpenConnection();
+    protocol::WipingBuffer frame;
+    protocol::AppendEmptyFrame(frame, TypeByte(MessageType::kPing), 0, id);
+    EXPECT_TRUE(
+        SendBytes(fd.get(), {frame.data(), frame.data() + frame.size()}));
+    EXPECT_EQ(ReadRawReply(fd.get()).outcome, ReadOutcome::kFrame);
+    return fd;
+  };
+  UniqueFd first = ping(1);
+  int before = CountDescriptors(cell_->pid());
+  ASSERT_GT(before, 0);
+
+  // Messages with two descriptors each, which the cell does not serve.
+  for (int i = 0; i < 20; ++i) {
+    int pair[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    ASSERT_TRUE(SendDescriptors(control, {pair[0], pair[1]}));
+    close(pair[0]);
+    close(pair[1]);
+  }
+  UniqueFd second = ping(2);
+
+  // The only new descriptor in the cell is the second ping's connection.
+  EXPECT_EQ(CountDescriptors(cell_->pid()), before + 1);
+  EXPECT_EQ(SignAndCheck(), "");
 }
 
 // NOTE: as root, this test does not isolate PR_SET_DUMPABLE. Opening

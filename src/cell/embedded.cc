@@ -61,6 +61,16 @@ void Harden() {
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
+// Closes every descriptor that an SCM_RIGHTS header carries.
+void CloseReceivedDescriptors(const cmsghdr *header) {
+  size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+  for (size_t i = 0; i < count; ++i) {
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(header) + i * sizeof(int), sizeof(fd));
+    close(fd);
+  }
+}
+
 // Takes every pending message off the control socket. Exits the cell when
 // the last server process has closed its end.
 void DrainControl(Server &server) {
@@ -85,8 +95,13 @@ void DrainControl(Server &server) {
     }
     for (cmsghdr *header = CMSG_FIRSTHDR(&message); header != nullptr;
          header = CMSG_NXTHDR(&message, header)) {
-      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
-          header->cmsg_len != CMSG_LEN(sizeof(int))) {
+      if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) {
+        continue;
+      }
+      if (header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        // The descriptors of a message are open in the cell once received,
+        // so a message that carries several must close them all.
+        CloseReceivedDescriptors(header);
         continue;
       }
       int fd;
