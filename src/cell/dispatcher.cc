@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,6 +43,13 @@ Status SwitchUser(std::string_view user) {
   if (uid != 0 && setuid(0) == 0) {
     return Status(Code::kInternal,
                   "privileges were not dropped: the cell could regain root");
+  }
+  // Linux resets the dumpable flag to fs.suid_dumpable when the uid
+  // changes; with that sysctl at 1 the new user could ptrace the cell.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    return Status(Code::kInternal,
+                  std::string("cannot mark the cell non-dumpable: ") +
+                      std::strerror(errno));
   }
   return Status::Ok();
 }
