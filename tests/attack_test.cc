@@ -861,6 +861,39 @@ TEST_F(AttackTest, UnknownKeyIdGetsNoSignature) {
   EXPECT_EQ(SignAndCheck(), "");
 }
 
+TEST_F(AttackTest, RawRsaSignatureIsForbidden) {
+  ScopedAlarm alarm(60, "raw RSA test hung");
+  // A private-key operation without padding on a chosen value is RSA
+  // decryption, so signing must not offer it under any padding value other
+  // than PKCS#1 v1.5 and PSS.
+  std::vector<uint8_t> value(256, 0x01);
+  value[0] = 0x00;
+  protocol::SignRequest request;
+  request.key_id = rsa_key_id_;
+  request.input = value;
+
+  UniqueFd fd = OpenConnection();
+  ASSERT_TRUE(fd.valid());
+  const uint8_t paddings[] = {RSA_NO_PADDING,
+                              2,
+                              RSA_X931_PADDING,
+                              protocol::kPaddingOaep,
+                              protocol::kPaddingPkcs1Tls,
+                              0xff};
+  uint64_t id = 200;
+  for (uint8_t padding : paddings) {
+    SCOPED_TRACE("padding " + std::to_string(padding));
+    request.padding = padding;
+    ASSERT_TRUE(SendBytes(
+        fd.get(), FrameBytes(TypeByte(MessageType::kSign), ++id, request)));
+    RawReply reply = ReadRawReply(fd.get());
+    ASSERT_EQ(reply.outcome, ReadOutcome::kFrame);
+    EXPECT_EQ(reply.header.id, id);
+    EXPECT_EQ(reply.header.status, static_cast<uint16_t>(Code::kForbidden));
+    EXPECT_FALSE(ErrorMessage(reply).empty());
+  }
+}
+
 TEST_F(AttackTest, PtraceAttachFails) {
   ScopedNoPtraceCapability no_ptrace;
   ASSERT_TRUE(no_ptrace.ok()) << std::strerror(errno);
