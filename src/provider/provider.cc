@@ -228,6 +228,20 @@ void RaiseError(const Status &status) {
 
 Status EnsureLoaded() {
   std::call_once(load_once, [] {
+    // A fetch without a property query returns the implementation that
+    // entered OpenSSL's method store first (OpenSSL 3.0). Fetching the
+    // other providers' implementations of this provider's algorithm names
+    // before it loads keeps them first. Otherwise an SSL_CTX created later
+    // takes this provider's "EC" keymgmt for its group list, finds that it
+    // supports no group, and cannot offer ECDSA certificates in TLS 1.2.
+    for (const char *name : {"RSA", "EC", "ED25519", "ED448"}) {
+      ERR_set_mark();
+      EVP_KEYMGMT_free(EVP_KEYMGMT_fetch(nullptr, name, nullptr));
+      EVP_SIGNATURE_free(EVP_SIGNATURE_fetch(
+          nullptr, std::string_view(name) == "EC" ? "ECDSA" : name, nullptr));
+      ERR_pop_to_mark();
+    }
+    EVP_ASYM_CIPHER_free(EVP_ASYM_CIPHER_fetch(nullptr, "RSA", nullptr));
     if (OSSL_PROVIDER_add_builtin(nullptr, kProviderName, ProviderInit) != 1) {
       load_status = Status(Code::kInternal,
                            "cannot register the keycell OpenSSL provider");
