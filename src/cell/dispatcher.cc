@@ -123,6 +123,18 @@ void Dispatcher::RejectOversized(WipingBuffer &out) {
                         reply);
 }
 
+void Dispatcher::RejectSizePrefix(const std::string &reason,
+                                  WipingBuffer &out) {
+  counters_.bad_frames++;
+  if (log_) {
+    log_("closing a connection after an invalid size prefix: " + reason);
+  }
+  std::string message = "malformed request: " + reason;
+  protocol::ErrorReply reply{message};
+  protocol::AppendFrame(out, 0, static_cast<uint16_t>(Code::kBadRequest), 0,
+                        reply);
+}
+
 void Dispatcher::ReplyError(const Frame &request, const Status &status,
                             WipingBuffer &out) {
   protocol::ErrorReply reply{status.message()};

@@ -38,6 +38,10 @@ class Dispatcher {
   // protocol::kMaxPayload; the caller then closes the connection.
   void RejectOversized(protocol::WipingBuffer &out);
 
+  // Appends the reply to a size prefix that disagrees with the frame after
+  // it; the caller then closes the connection.
+  void RejectSizePrefix(const std::string &reason, protocol::WipingBuffer &out);
+
   const CellCounters &counters() const { return counters_; }
 
  private:

@@ -106,9 +106,15 @@ void DrainControl(Server &server) {
       }
       int fd;
       std::memcpy(&fd, CMSG_DATA(header), sizeof(fd));
-      // A failure here closes the descriptor, and the client sees its
-      // connection end.
-      (void)server.AddConnection(UniqueFd(fd));
+      // The message's one data byte selects the framing. An unknown value
+      // closes the descriptor, and a failure in AddConnection does too; the
+      // client sees its connection end.
+      UniqueFd connection(fd);
+      if (byte == static_cast<char>(protocol::Framing::kPlain) ||
+          byte == static_cast<char>(protocol::Framing::kSizePrefixed)) {
+        (void)server.AddConnection(std::move(connection),
+                                   static_cast<protocol::Framing>(byte));
+      }
     }
   }
 }

@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,7 @@ enum class EntryKind { kConnection, kWatcher };
 struct Server::Connection {
   EntryKind kind = EntryKind::kConnection;
   UniqueFd fd;
+  protocol::Framing framing = protocol::Framing::kPlain;
   protocol::WipingBuffer input;
   protocol::WipingBuffer output;
   bool peer_closed = false;
@@ -64,7 +66,7 @@ size_t Server::connection_count() const {
   return connections_.size();
 }
 
-Status Server::AddConnection(UniqueFd fd) {
+Status Server::AddConnection(UniqueFd fd, protocol::Framing framing) {
   int flags = fcntl(fd.get(), F_GETFL);
   if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return Status(Code::kInternal,
@@ -72,6 +74,7 @@ Status Server::AddConnection(UniqueFd fd) {
   }
   auto *connection = new Connection;
   connection->fd = std::move(fd);
+  connection->framing = framing;
   {
     std::lock_guard lock(mutex_);
     connections_.insert(connection);
@@ -148,23 +151,12 @@ bool Server::Service(Connection &connection, uint32_t events) {
   }
   // Handle every complete frame, unless replies are piling up unread.
   while (!connection.closing && connection.output.size() < kMaxPendingOutput) {
-    protocol::Frame frame;
-    protocol::SplitResult split =
-        protocol::SplitFrame(connection.input.span(), frame);
-    if (split == protocol::SplitResult::kNeedMore) {
+    bool handled = connection.framing == protocol::Framing::kSizePrefixed
+                       ? HandleOneSizePrefixed(connection)
+                       : HandleOne(connection);
+    if (!handled) {
       break;
     }
-    if (split == protocol::SplitResult::kTooLarge) {
-      dispatcher_.RejectOversized(connection.output);
-      connection.closing = true;
-      break;
-    }
-    size_t consumed = frame.size();
-    if (dispatcher_.Handle(frame, connection.output) ==
-        Dispatcher::Outcome::kClose) {
-      connection.closing = true;
-    }
-    connection.input.Consume(consumed);
   }
   if (!Flush(connection)) {
     return false;
@@ -177,6 +169,71 @@ bool Server::Service(Connection &connection, uint32_t events) {
   return true;
 }
 
+bool Server::HandleOne(Connection &connection) {
+  protocol::Frame frame;
+  protocol::SplitResult split =
+      protocol::SplitFrame(connection.input.span(), frame);
+  if (split == protocol::SplitResult::kNeedMore) {
+    return false;
+  }
+  if (split == protocol::SplitResult::kTooLarge) {
+    dispatcher_.RejectOversized(connection.output);
+    connection.closing = true;
+    return false;
+  }
+  size_t consumed = frame.size();
+  if (dispatcher_.Handle(frame, connection.output) ==
+      Dispatcher::Outcome::kClose) {
+    connection.closing = true;
+  }
+  connection.input.Consume(consumed);
+  return true;
+}
+
+bool Server::HandleOneSizePrefixed(Connection &connection) {
+  std::span<const uint8_t> input = connection.input.span();
+  if (input.size() < sizeof(size_t)) {
+    return false;
+  }
+  size_t declared;
+  std::memcpy(&declared, input.data(), sizeof(declared));
+  protocol::WipingBuffer reply;
+  bool handled = false;
+  if (declared > protocol::kHeaderSize + protocol::kMaxPayload) {
+    dispatcher_.RejectOversized(reply);
+    connection.closing = true;
+  } else if (input.size() - sizeof(size_t) < declared) {
+    return false;
+  } else {
+    protocol::Frame frame;
+    protocol::SplitResult split =
+        protocol::SplitFrame(input.subspan(sizeof(size_t), declared), frame);
+    if (split != protocol::SplitResult::kFrame || frame.size() != declared) {
+      dispatcher_.RejectSizePrefix(
+          "the size prefix " + std::to_string(declared) +
+              " disagrees with the length in the frame header",
+          reply);
+      connection.closing = true;
+    } else {
+      if (dispatcher_.Handle(frame, reply) == Dispatcher::Outcome::kClose) {
+        connection.closing = true;
+      } else if (frame.header.type ==
+                 static_cast<uint8_t>(protocol::MessageType::kReleaseKey)) {
+        // neverbleed sends key releases without reading a reply.
+        reply.Clear();
+      }
+      connection.input.Consume(sizeof(size_t) + declared);
+      handled = true;
+    }
+  }
+  if (reply.size() != 0) {
+    size_t reply_size = reply.size();
+    connection.output.Append(&reply_size, sizeof(reply_size));
+    connection.output.Append(reply.data(), reply.size());
+  }
+  return handled;
+}
+
 bool Server::ReadAvailable(Connection &connection) {
   // Bytes arrive in a stack chunk and are appended, so the input buffer
   // grows only by what the peer sent. A connection that sent a header and
@@ -184,8 +241,11 @@ bool Server::ReadAvailable(Connection &connection) {
   uint8_t chunk[kReadChunk];
   // Read at most one frame's worth beyond what is buffered, so a flood of
   // requests is taken in step with the replies it produces.
-  while (connection.input.size() <
-         protocol::kHeaderSize + protocol::kMaxPayload) {
+  size_t limit = protocol::kHeaderSize + protocol::kMaxPayload;
+  if (connection.framing == protocol::Framing::kSizePrefixed) {
+    limit += sizeof(size_t);
+  }
+  while (connection.input.size() < limit) {
     ssize_t n = recv(connection.fd.get(), chunk, sizeof(chunk), 0);
     if (n > 0) {
       connection.input.Append(chunk, static_cast<size_t>(n));

@@ -23,8 +23,10 @@ class Server {
 
   Status Init();
 
-  // Serves requests arriving on the stream socket |fd|.
-  Status AddConnection(UniqueFd fd);
+  // Serves requests arriving on the stream socket |fd|, whose frames are
+  // delimited as |framing| specifies.
+  Status AddConnection(UniqueFd fd,
+                       protocol::Framing framing = protocol::Framing::kPlain);
 
   // Calls |on_ready| on a worker whenever |fd| is readable or hung up; it
   // runs on one worker at a time. |fd| stays owned by the caller.
@@ -42,6 +44,10 @@ class Server {
   void WorkerLoop();
   // Returns false when the connection must be closed.
   bool Service(Connection &connection, uint32_t events);
+  // Handles the first complete request in the input. Returns false when the
+  // input contains no complete request.
+  bool HandleOne(Connection &connection);
+  bool HandleOneSizePrefixed(Connection &connection);
   bool ReadAvailable(Connection &connection);
   bool Flush(Connection &connection);
   void Rearm(Connection &connection);

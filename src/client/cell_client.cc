@@ -98,6 +98,9 @@ Result<std::shared_ptr<CellClient>> CellClient::Start(
   }
   if (pid == 0) {
     ::close(pair[0]);
+    if (options.post_fork != nullptr) {
+      options.post_fork();
+    }
     cell::RunEmbeddedCell(pair[1], options.workers);
   }
   ::close(pair[1]);
@@ -158,13 +161,14 @@ Status CellClient::MarkGone() {
   return CellGone();
 }
 
-Status CellClient::OpenConnection(int &fd) {
+Status CellClient::OpenConnection(int &fd, protocol::Framing framing) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     return Status(Code::kInternal,
                   std::string("socketpair failed: ") + std::strerror(errno));
   }
-  char byte = 0;
+  // The data byte selects how the connection delimits frames.
+  char byte = static_cast<char>(framing);
   iovec iov{&byte, 1};
   alignas(cmsghdr) char space[CMSG_SPACE(sizeof(int))] = {};
   msghdr message{};
@@ -199,12 +203,13 @@ Status CellClient::OpenConnection(int &fd) {
   return Status::Ok();
 }
 
-Result<UniqueFd> CellClient::OpenDedicatedConnection() {
+Result<UniqueFd> CellClient::OpenDedicatedConnection(
+    protocol::Framing framing) {
   if (stopped_.load(std::memory_order_relaxed)) {
     return Status(Code::kCellGone, "the cell has been stopped");
   }
   int fd = -1;
-  Status status = OpenConnection(fd);
+  Status status = OpenConnection(fd, framing);
   if (!status.ok()) {
     return status;
   }
@@ -227,7 +232,7 @@ Result<int> CellClient::ConnectionForThisThread() {
     ++it;
   }
   int fd = -1;
-  Status status = OpenConnection(fd);
+  Status status = OpenConnection(fd, protocol::Framing::kPlain);
   if (!status.ok()) {
     return status;
   }

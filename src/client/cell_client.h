@@ -18,6 +18,9 @@ namespace kc::client {
 struct StartOptions {
   unsigned workers = 0;         // Zero: one per online CPU.
   unsigned timeout_ms = 30000;  // Zero: wait for ever.
+  // Runs in the cell process right after the fork, before the cell resets
+  // its inherited state; nullptr for none.
+  void (*post_fork)() = nullptr;
 };
 
 // A reply received from the cell. |payload| points into |buffer|.
@@ -61,8 +64,10 @@ class CellClient {
   }
 
   // Opens a new connection to the cell that the caller owns and drives
-  // itself, outside the per-thread connections that Call uses.
-  Result<UniqueFd> OpenDedicatedConnection();
+  // itself, outside the per-thread connections that Call uses. |framing|
+  // selects how frames are delimited on it in both directions.
+  Result<UniqueFd> OpenDedicatedConnection(
+      protocol::Framing framing = protocol::Framing::kPlain);
 
   // Stops the cell when called in the process that started it; in any other
   // process it only releases that process's connections. Every later call
@@ -70,6 +75,7 @@ class CellClient {
   void Stop();
 
   pid_t pid() const { return pid_; }
+  unsigned timeout_ms() const { return timeout_ms_; }
   // True once the cell has been seen to exit or has been stopped.
   bool gone() const { return gone_.load(std::memory_order_relaxed); }
 
@@ -80,7 +86,7 @@ class CellClient {
   uint64_t NextRequestId();
   Status Exchange(protocol::WipingBuffer &frame, bool wait, Reply &reply);
   Result<int> ConnectionForThisThread();
-  Status OpenConnection(int &fd);
+  Status OpenConnection(int &fd, protocol::Framing framing);
   Status ReadReply(int fd, uint64_t id, Reply &reply);
   Status MarkGone();
   bool CellStillRunning() const;

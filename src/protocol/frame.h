@@ -40,6 +40,12 @@ struct Frame {
 
 enum class SplitResult { kFrame, kNeedMore, kTooLarge };
 
+// The way a connection delimits its frames. kSizePrefixed puts the frame's size
+// in bytes, as a native-endian size_t, before each frame in both
+// directions; it is the framing that neverbleed's clients write. On such a
+// connection a ReleaseKey request gets no reply.
+enum class Framing : uint8_t { kPlain = 0, kSizePrefixed = 1 };
+
 // Finds the first complete frame at the start of |in|. On kFrame, |frame|
 // points into |in|.
 SplitResult SplitFrame(std::span<const uint8_t> in, Frame &frame);

@@ -15,11 +15,34 @@ std::mutex offered_mutex;
 std::map<uint64_t, std::shared_ptr<CellKeyHandle>> offered;
 uint64_t next_token = 1;
 
+template <typename Message>
+void EncodePayload(const Message &message, protocol::WipingBuffer &payload) {
+  protocol::Writer writer(payload);
+  protocol::Encode(writer, message);
+}
+
 }  // namespace
 
 CellKeyHandle::CellKeyHandle(std::shared_ptr<client::CellClient> cell,
-                             uint32_t key_id)
-    : cell_(std::move(cell)), key_id_(key_id), loader_pid_(getpid()) {}
+                             uint32_t key_id, Transport transport)
+    : cell_(std::move(cell)),
+      key_id_(key_id),
+      loader_pid_(getpid()),
+      transport_(transport) {}
+
+template <typename Message>
+Status CellKeyHandle::Call(protocol::MessageType type, const Message &request,
+                           client::Reply &reply) const {
+  if (transport_ != nullptr) {
+    protocol::WipingBuffer payload;
+    EncodePayload(request, payload);
+    Status status;
+    if (transport_(type, payload.span(), &reply, status)) {
+      return status;
+    }
+  }
+  return cell_->Call(type, request, reply);
+}
 
 CellKeyHandle::~CellKeyHandle() {
   // A forked child frees its copies of the parent's keys too; only the
@@ -28,6 +51,15 @@ CellKeyHandle::~CellKeyHandle() {
     return;
   }
   protocol::ReleaseKeyRequest request{key_id_};
+  if (transport_ != nullptr) {
+    protocol::WipingBuffer payload;
+    EncodePayload(request, payload);
+    Status status;
+    if (transport_(protocol::MessageType::kReleaseKey, payload.span(), nullptr,
+                   status)) {
+      return;
+    }
+  }
   (void)cell_->Send(protocol::MessageType::kReleaseKey, request);
 }
 
@@ -35,7 +67,7 @@ bool CellKeyHandle::Sign(protocol::SignRequest request, unsigned char *out,
                          size_t *out_length, size_t out_size) const {
   request.key_id = key_id_;
   client::Reply reply;
-  Status status = cell_->Call(protocol::MessageType::kSign, request, reply);
+  Status status = Call(protocol::MessageType::kSign, request, reply);
   protocol::SignReply message;
   if (status.ok() && !protocol::Decode(reply.payload, message)) {
     status = Status(Code::kProtocol, "the cell sent a malformed signature");
@@ -58,7 +90,7 @@ bool CellKeyHandle::Decrypt(protocol::DecryptRequest request,
                             size_t out_size) const {
   request.key_id = key_id_;
   client::Reply reply;
-  Status status = cell_->Call(protocol::MessageType::kDecrypt, request, reply);
+  Status status = Call(protocol::MessageType::kDecrypt, request, reply);
   protocol::DecryptReply message;
   if (status.ok() && !protocol::Decode(reply.payload, message)) {
     status = Status(Code::kProtocol, "the cell sent a malformed plaintext");

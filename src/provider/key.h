@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "client/cell_client.h"
 #include "protocol/messages.h"
@@ -18,11 +19,22 @@ namespace kc::provider {
 // half of a key, never this provider's.
 inline constexpr const char *kOtherProviders = "provider!=keycell";
 
+// Carries one request of a key in place of CellClient::Call and Send. It
+// receives the message type and the encoded request payload. It returns
+// false when it does not carry the request, which then goes over the
+// cell's per-thread connection. Otherwise it stores the outcome in
+// |status| and, unless |reply| is nullptr, the reply in |reply|. A nullptr
+// |reply| marks a request whose reply is never read.
+using Transport = bool (*)(protocol::MessageType type,
+                           std::span<const uint8_t> payload,
+                           client::Reply *reply, Status &status);
+
 // A private key held by a cell. Shared by every ProviderKey that refers to
 // it; the last one to go tells the cell to release the key.
 class CellKeyHandle {
  public:
-  CellKeyHandle(std::shared_ptr<client::CellClient> cell, uint32_t key_id);
+  CellKeyHandle(std::shared_ptr<client::CellClient> cell, uint32_t key_id,
+                Transport transport = nullptr);
   CellKeyHandle(const CellKeyHandle &) = delete;
   CellKeyHandle &operator=(const CellKeyHandle &) = delete;
   ~CellKeyHandle();
@@ -39,9 +51,14 @@ class CellKeyHandle {
                size_t *out_length, size_t out_size) const;
 
  private:
+  template <typename Message>
+  Status Call(protocol::MessageType type, const Message &request,
+              client::Reply &reply) const;
+
   std::shared_ptr<client::CellClient> cell_;
   uint32_t key_id_;
   pid_t loader_pid_;
+  Transport transport_;
 };
 
 struct ProviderKey {

@@ -259,12 +259,14 @@ Status EnsureLoaded() {
 
 Result<EVP_PKEY *> NewCellKey(std::shared_ptr<client::CellClient> cell,
                               uint32_t key_id, protocol::KeyType type,
-                              std::span<const uint8_t> public_key) {
+                              std::span<const uint8_t> public_key,
+                              Transport transport) {
   const char *name = protocol::KeyTypeName(type);
   if (name == nullptr) {
     return Status(Code::kProtocol, "the cell returned an unknown key type");
   }
-  auto handle = std::make_shared<CellKeyHandle>(std::move(cell), key_id);
+  auto handle =
+      std::make_shared<CellKeyHandle>(std::move(cell), key_id, transport);
   uint64_t token = OfferHandle(handle);
   handle.reset();
 

@@ -14,6 +14,7 @@
 #include "base/status.h"
 #include "client/cell_client.h"
 #include "protocol/messages.h"
+#include "provider/key.h"
 
 namespace kc::provider {
 
@@ -31,9 +32,12 @@ Status EnsureLoaded();
 
 // Returns a new EVP_PKEY for key |key_id| of |cell|, whose public half is the
 // DER SubjectPublicKeyInfo |public_key|. The caller owns the result.
+// |transport|, when not nullptr, carries the key's requests as
+// CellKeyHandle describes.
 Result<EVP_PKEY *> NewCellKey(std::shared_ptr<client::CellClient> cell,
                               uint32_t key_id, protocol::KeyType type,
-                              std::span<const uint8_t> public_key);
+                              std::span<const uint8_t> public_key,
+                              Transport transport = nullptr);
 
 bool IsCellKey(const EVP_PKEY *pkey);
 
