@@ -11,6 +11,10 @@
  * docs/NEVERBLEED.md of the keycell sources. The main difference: neverbleed
  * aborts the process when the daemon is gone or sends garbage, and this
  * implementation reports a failure through the return value instead.
+ *
+ * NOTE: a process loads keys through either this API or keycell.h, not
+ * both. Each library registers its own OpenSSL provider named "keycell",
+ * and key loads through the API that registered second fail.
  */
 #ifndef NEVERBLEED_H
 #define NEVERBLEED_H
