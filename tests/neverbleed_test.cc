@@ -317,14 +317,17 @@ TEST_F(Neverbleed, InvalidSizePrefixClosesConnection) {
       neverbleed_start_digestsign(&request, nullptr, nullptr, "", 0, 0);
       size_t size = neverbleed_iobuf_size(&request);
       ASSERT_NE(size, prefix);
-      ASSERT_TRUE(WriteAll(fd, &prefix, sizeof(prefix)));
-      ASSERT_TRUE(WriteAll(fd, request.start, size));
+      // The cell may close the connection as soon as it reads the prefix,
+      // so the prefix and the bytes after it go out in one send.
+      std::string bytes(reinterpret_cast<const char *>(&prefix),
+                        sizeof(prefix));
+      bytes.append(request.start, size);
       neverbleed_iobuf_dispose(&request);
       // A prefix of 64 waits for more bytes than the frame has.
       if (prefix == 64) {
-        std::string padding(64 - size, '\0');
-        ASSERT_TRUE(WriteAll(fd, padding.data(), padding.size()));
+        bytes.append(64 - size, '\0');
       }
+      ASSERT_GT(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), 0);
       neverbleed_iobuf_t reply = {};
       neverbleed_transaction_read(&nb_, &reply);
       ASSERT_GE(neverbleed_iobuf_size(&reply), 16u);
@@ -334,7 +337,7 @@ TEST_F(Neverbleed, InvalidSizePrefixClosesConnection) {
       EXPECT_NE(status, 0) << "the reply is not an error";
       neverbleed_iobuf_dispose(&reply);
       char byte;
-      EXPECT_EQ(recv(fd, &byte, 1, 0), 0) << "the connection stays open";
+      EXPECT_LE(recv(fd, &byte, 1, 0), 0) << "the connection stays open";
     }).join();
   }
   // Other connections are unaffected.

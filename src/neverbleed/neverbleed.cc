@@ -62,6 +62,13 @@ namespace {
 constexpr size_t kMaxFrameSize = protocol::kHeaderSize + protocol::kMaxPayload;
 
 std::atomic<uint64_t> next_serial{1};
+
+// Every state that neverbleed_init created. neverbleed has no function that
+// frees a neverbleed_t, so each state lives until the process exits, and
+// this list keeps it reachable when the caller's neverbleed_t goes away.
+std::mutex states_mutex;
+std::vector<std::unique_ptr<keycell_neverbleed_state>> *states =
+    new std::vector<std::unique_ptr<keycell_neverbleed_state>>;
 std::atomic<uint64_t> next_request_id{1};
 
 // The cell key id stored in the EVP_PKEY ex_data of every key that
@@ -130,6 +137,9 @@ void Reserve(neverbleed_iobuf_t *buf, size_t extra) {
 }
 
 void Append(neverbleed_iobuf_t *buf, const void *data, size_t length) {
+  if (length == 0) {
+    return;  // |data| may be null, which memcpy does not accept.
+  }
   Reserve(buf, length);
   std::memcpy(buf->end, data, length);
   buf->end += length;
@@ -562,6 +572,14 @@ int neverbleed_init(neverbleed_t *nb, char *errbuf) {
 
   state->cell = std::move(cell.value());
   state->serial = next_serial.fetch_add(1);
+  try {
+    std::lock_guard lock(states_mutex);
+    states->emplace_back(state);
+  } catch (const std::bad_alloc &) {
+    delete state;
+    WriteError(errbuf, "neverbleed_init: out of memory");
+    return -1;
+  }
   nb->state = state;
   nb->daemon_pid = state->cell->pid();
   return 0;
@@ -749,6 +767,7 @@ void neverbleed_transaction_read(neverbleed_t *nb, neverbleed_iobuf_t *buf) {
   if (fd < 0) {
     return;
   }
+
   unsigned timeout_ms = nb->state->cell->timeout_ms();
   auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -759,6 +778,7 @@ void neverbleed_transaction_read(neverbleed_t *nb, neverbleed_iobuf_t *buf) {
       size > kMaxFrameSize) {
     return;
   }
+
   try {
     Reserve(buf, size == 0 ? 1 : size);
   } catch (const std::bad_alloc &) {
