@@ -687,6 +687,46 @@ TEST_F(AttackTest, StalledMaximumFramesDoNotStarveClients) {
   EXPECT_EQ(RunTlsHandshake(), "");
 }
 
+TEST_F(AttackTest, IdleConnectionsReleaseLargeBuffers) {
+  constexpr int kConnections = 100;
+  ScopedAlarm alarm(110, "idle connection test hung");
+  uint32_t ed25519_key_id = 0;
+  std::vector<uint8_t> ed25519_public_key;
+  ASSERT_TRUE(
+      LoadKey("ed25519-key.pem", 0, &ed25519_key_id, &ed25519_public_key));
+  long rss_before = ResidentKib(cell_->pid());
+  ASSERT_GT(rss_before, 0);
+
+  // An Ed25519 sign request signs its whole input, so it can fill a
+  // maximum-size frame: 17 bytes of fields and the message.
+  std::vector<uint8_t> message(protocol::kMaxPayload - 17, 0x6d);
+  protocol::SignRequest request;
+  request.key_id = ed25519_key_id;
+  request.input = message;
+  std::vector<uint8_t> frame =
+      FrameBytes(TypeByte(MessageType::kSign), 1, request);
+  ASSERT_EQ(frame.size(), protocol::kHeaderSize + protocol::kMaxPayload);
+
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < kConnections; ++i) {
+    UniqueFd fd = OpenConnection();
+    ASSERT_TRUE(fd.valid()) << "connection " << i;
+    ASSERT_TRUE(SendBytes(fd.get(), frame)) << "connection " << i;
+    RawReply reply = ReadRawReply(fd.get());
+    ASSERT_EQ(reply.outcome, ReadOutcome::kFrame) << "connection " << i;
+    ASSERT_EQ(reply.header.status, 0) << "connection " << i;
+    idle.push_back(std::move(fd));
+  }
+
+  // Each connection has been served and is idle with empty buffers. The
+  // bound allows 80 KiB per connection, below the 256 KiB frame that each
+  // one carried.
+  long rss_after = ResidentKib(cell_->pid());
+  EXPECT_LT(rss_after - rss_before, kConnections * 80)
+      << "before " << rss_before << " KiB, after " << rss_after << " KiB";
+  EXPECT_EQ(SignAndCheck(), "");
+}
+
 TEST_F(AttackTest, PipelinedUnreadRepliesDoNotBlockClients) {
   ScopedAlarm alarm(110, "pipelining test hung");
   UniqueFd flood = OpenConnection();

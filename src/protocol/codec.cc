@@ -24,6 +24,9 @@ uint16_t GetU16(const uint8_t *in) {
   return static_cast<uint16_t>((in[0] << 8) | in[1]);
 }
 
+// The largest storage that an emptied WipingBuffer keeps for reuse.
+constexpr size_t kRetainedCapacity = 64 * 1024;
+
 uint32_t GetU32(const uint8_t *in) {
   return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) |
          (uint32_t{in[2]} << 8) | uint32_t{in[3]};
@@ -60,6 +63,12 @@ WipingBuffer::~WipingBuffer() {
 void WipingBuffer::Clear() {
   OPENSSL_cleanse(bytes_.data(), size_);
   size_ = 0;
+  // Bytes past size_ were never written or are already wiped, so the
+  // storage can go. A cell connection that carried one large frame would
+  // otherwise keep its storage for as long as it stays open.
+  if (bytes_.size() > kRetainedCapacity) {
+    std::vector<uint8_t>().swap(bytes_);
+  }
 }
 
 uint8_t *WipingBuffer::Reserve(size_t length) {

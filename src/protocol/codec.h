@@ -45,6 +45,7 @@ class WipingBuffer {
   WipingBuffer &operator=(const WipingBuffer &) = delete;
   ~WipingBuffer();
 
+  // Wipes the contents and releases storage larger than 64 KiB.
   void Clear();
   void Append(const void *data, size_t length);
   // Removes the first |length| bytes.
