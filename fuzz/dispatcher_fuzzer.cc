@@ -3,7 +3,7 @@
 // gives an empty store, bit 0 set gives a store with real keys from
 // tests/data, so the signing and decryption paths run. The rest of the
 // input is a byte stream that is split into frames and handled until the
-// dispatcher asks to close the connection.
+// dispatcher returns Outcome::kClose.
 //
 // Key ids in the full store: 1 RSA 2048 with decryption allowed, 2 RSA 2048
 // without, 3 P-256, 4 Ed25519, 5 Ed448.
@@ -38,7 +38,7 @@ std::shared_ptr<const cell::CellKey> LoadKey(const char *name,
   kc::Result<cell::LoadedKey> loaded =
       cell::LoadKeyFile(path, cell::PassphraseSource{});
   if (!loaded.ok()) {
-    fprintf(stderr, "cannot load %s: %s\n", path.c_str(),
+    fprintf(stderr, "failed to load %s: %s\n", path.c_str(),
             loaded.status().message().c_str());
     abort();
   }
@@ -59,7 +59,7 @@ const std::vector<std::shared_ptr<const cell::CellKey>> &Keys() {
   return *keys;
 }
 
-// Checks that |out| holds exactly one reply frame for |request_id|.
+// Checks that |out| contains exactly one reply frame for |request_id|.
 void CheckReply(const protocol::WipingBuffer &out, uint64_t request_id) {
   protocol::Frame reply;
   Check(protocol::SplitFrame(out.span(), reply) ==
