@@ -1,12 +1,16 @@
 // The neverbleed API of libkeycell-neverbleed: TLS servers whose keys are
 // loaded with neverbleed_load_private_key_file(), one-shot use of the
 // asynchronous interface, failure values, forks and a dead cell.
+#include <dirent.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -180,6 +184,83 @@ TEST_F(Neverbleed, GetFdIsPerThread) {
   std::thread([&] { other_fd = neverbleed_get_fd(&nb_); }).join();
   EXPECT_GE(other_fd, 0);
   EXPECT_NE(other_fd, main_fd);
+}
+
+TEST_F(Neverbleed, SetaffinityPinsEveryCellThread) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(0, &cpus);
+  ASSERT_EQ(neverbleed_setaffinity(&nb_, &cpus), 0);
+
+  std::string tasks = "/proc/" + std::to_string(nb_.daemon_pid) + "/task";
+  DIR *directory = opendir(tasks.c_str());
+  ASSERT_NE(directory, nullptr);
+  int threads = 0;
+  while (dirent *entry = readdir(directory)) {
+    if (entry->d_name[0] == '.') {
+      continue;
+    }
+    cpu_set_t pinned;
+    CPU_ZERO(&pinned);
+    pid_t tid = static_cast<pid_t>(std::atoi(entry->d_name));
+    ASSERT_EQ(sched_getaffinity(tid, sizeof(pinned), &pinned), 0);
+    EXPECT_TRUE(CPU_EQUAL(&pinned, &cpus)) << "thread " << tid;
+    ++threads;
+  }
+  closedir(directory);
+  EXPECT_GE(threads, 1);
+
+  // The cell still serves requests on the one CPU.
+  SslCtxPtr ctx = LoadServerContext(TlsSettings{}, "ed448");
+  ASSERT_NE(ctx, nullptr);
+  FinishedBytes signature;
+  SignOnce(&nb_, SSL_CTX_get0_privatekey(ctx.get()), nullptr, kMessage, 0,
+           &signature);
+  EXPECT_NE(signature.data, nullptr);
+}
+
+TEST_F(Neverbleed, SetaffinityRejectsBadArguments) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  CPU_SET(0, &cpus);
+  neverbleed_t uninitialized = {};
+  EXPECT_EQ(neverbleed_setaffinity(nullptr, &cpus), -1);
+  EXPECT_EQ(neverbleed_setaffinity(&uninitialized, &cpus), -1);
+  EXPECT_EQ(neverbleed_setaffinity(&nb_, nullptr), -1);
+  // An empty set is invalid for sched_setaffinity.
+  cpu_set_t empty;
+  CPU_ZERO(&empty);
+  EXPECT_EQ(neverbleed_setaffinity(&nb_, &empty), -1);
+}
+
+// The write end of a pipe that the post-fork callback writes one byte to.
+int post_fork_pipe = -1;
+
+void WriteToPostForkPipe(void) {
+  char byte = 'f';
+  (void)!write(post_fork_pipe, &byte, 1);
+}
+
+TEST(NeverbleedPostFork, CallbackRunsInCell) {
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  post_fork_pipe = pipe_fds[1];
+  neverbleed_post_fork_cb = WriteToPostForkPipe;
+  neverbleed_t nb;
+  char errbuf[NEVERBLEED_ERRBUF_SIZE];
+  int initialized = neverbleed_init(&nb, errbuf);
+  neverbleed_post_fork_cb = nullptr;
+  close(pipe_fds[1]);
+  ASSERT_EQ(initialized, 0) << errbuf;
+
+  pollfd readable{pipe_fds[0], POLLIN, 0};
+  ASSERT_EQ(poll(&readable, 1, 10000), 1) << "the callback did not run";
+  char byte = 0;
+  EXPECT_EQ(read(pipe_fds[0], &byte, 1), 1);
+  EXPECT_EQ(byte, 'f');
+  close(pipe_fds[0]);
+  // The callback ran in the cell, not in this process.
+  EXPECT_NE(nb.daemon_pid, getpid());
 }
 
 // Failure values.

@@ -693,15 +693,18 @@ int neverbleed_setaffinity(neverbleed_t *nb, NEVERBLEED_CPU_SET_T *cpuset) {
       nb->state->cell->gone()) {
     return -1;
   }
-  // The cell starts all of its worker threads before it serves the first
-  // request, so the thread list does not change after that.
-  std::string directory =
-      "/proc/" + std::to_string(nb->state->cell->pid()) + "/task";
+  // The cell's main thread creates the worker threads, and a new thread
+  // inherits its creator's affinity. Pinning the main thread first means a
+  // worker created later is pinned too, and one created earlier is listed.
+  pid_t cell_pid = nb->state->cell->pid();
+  if (sched_setaffinity(cell_pid, sizeof(*cpuset), cpuset) != 0) {
+    return -1;
+  }
+  std::string directory = "/proc/" + std::to_string(cell_pid) + "/task";
   DIR *tasks = opendir(directory.c_str());
   if (tasks == nullptr) {
     return -1;
   }
-  int pinned = 0;
   bool failed = false;
   while (dirent *entry = readdir(tasks)) {
     if (entry->d_name[0] == '.') {
@@ -710,12 +713,10 @@ int neverbleed_setaffinity(neverbleed_t *nb, NEVERBLEED_CPU_SET_T *cpuset) {
     pid_t tid = static_cast<pid_t>(std::strtol(entry->d_name, nullptr, 10));
     if (sched_setaffinity(tid, sizeof(*cpuset), cpuset) != 0) {
       failed = true;
-    } else {
-      ++pinned;
     }
   }
   closedir(tasks);
-  return failed || pinned == 0 ? -1 : 0;
+  return failed ? -1 : 0;
 }
 #endif
 
