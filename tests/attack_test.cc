@@ -777,7 +777,9 @@ TEST_F(AttackTest, PipelinedUnreadRepliesDoNotBlockClients) {
     if (n < 0 && errno == EINTR) {
       continue;
     }
-    ASSERT_TRUE(n < 0 && errno == EAGAIN) << std::strerror(errno);
+    int error = errno;
+    ASSERT_LT(n, 0);
+    ASSERT_EQ(error, EAGAIN) << std::strerror(error);
     pollfd entry{flood.get(), POLLOUT, 0};
     if (poll(&entry, 1, 1000) == 0) {
       break;
