@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cell/embedded.h"
+#include "client/async_channel.h"
 
 namespace kc::client {
 namespace {
@@ -41,29 +42,36 @@ struct ThreadConnections {
 // NOTE: a thread keeps its connection to a stopped cell until the thread
 // exits; the descriptor is dead but counts against the process's limit.
 thread_local ThreadConnections thread_connections;
+
+// The pipelined connections of the calling thread, one per cell, for
+// operations that must not block the thread.
+struct ThreadChannel {
+  uint64_t serial;
+  pid_t pid;
+  AsyncChannel *channel;
+};
+
+struct ThreadChannels {
+  std::vector<ThreadChannel> list;
+  ~ThreadChannels() {
+    pid_t self = getpid();
+    for (const ThreadChannel &entry : list) {
+      // A forked child has no reader thread to join, so it leaves its
+      // inherited copies alone.
+      if (entry.pid == self) {
+        delete entry.channel;
+      }
+    }
+  }
+};
+
+thread_local ThreadChannels thread_channels;
 thread_local uint64_t thread_request_id = 0;
 
 std::atomic<uint64_t> next_serial{1};
 
 Status CellGone() {
   return Status(Code::kCellGone, "the cell process is not running");
-}
-
-bool ProcessAlive(pid_t pid) {
-  if (kill(pid, 0) != 0 && errno == ESRCH) {
-    return false;
-  }
-  // A cell that died but has not been reaped by the server is a zombie.
-  char path[64];
-  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
-  FILE *file = std::fopen(path, "re");
-  if (file == nullptr) {
-    return false;
-  }
-  char state = '?';
-  int matched = std::fscanf(file, "%*d (%*[^)]) %c", &state);
-  std::fclose(file);
-  return matched == 1 && state != 'Z' && state != 'X';
 }
 
 void DropConnection(uint64_t serial) {
@@ -216,6 +224,52 @@ Result<UniqueFd> CellClient::OpenDedicatedConnection(
   return UniqueFd(fd);
 }
 
+Result<std::shared_ptr<PendingOperation>> CellClient::SubmitFrame(
+    protocol::WipingBuffer &frame) {
+  if (stopped_.load(std::memory_order_relaxed)) {
+    frame.Clear();
+    return Status(Code::kCellGone, "the cell has been stopped");
+  }
+  if (gone_.load(std::memory_order_relaxed)) {
+    frame.Clear();
+    return CellGone();
+  }
+  pid_t self = getpid();
+  std::vector<ThreadChannel> &list = thread_channels.list;
+  AsyncChannel *channel = nullptr;
+  for (auto it = list.begin(); it != list.end();) {
+    bool inherited = it->pid != self;
+    bool mine = it->serial == serial_;
+    if (inherited || (mine && !it->channel->healthy())) {
+      if (!inherited) {
+        delete it->channel;
+      }
+      it = list.erase(it);
+      continue;
+    }
+    if (mine) {
+      channel = it->channel;
+    }
+    ++it;
+  }
+  if (channel == nullptr) {
+    int fd = -1;
+    Status status = OpenConnection(fd, protocol::Framing::kPlain);
+    if (!status.ok()) {
+      frame.Clear();
+      return status;
+    }
+    channel = new AsyncChannel(UniqueFd(fd), pid_);
+    list.push_back({serial_, self, channel});
+  }
+  Result<std::shared_ptr<PendingOperation>> operation = channel->Submit(frame);
+  if (operation.ok() || operation.status().code() != Code::kCellGone) {
+    return operation;
+  }
+  gone_ = true;
+  return operation;
+}
+
 Result<int> CellClient::ConnectionForThisThread() {
   pid_t self = getpid();
   std::vector<ThreadConnection> &list = thread_connections.list;
@@ -310,16 +364,7 @@ Status CellClient::ReadReply(int fd, uint64_t id, Reply &reply) {
       }
       reply.header = frame.header;
       reply.payload = frame.payload;
-      if (frame.header.status == 0) {
-        return Status::Ok();
-      }
-      protocol::ErrorReply error;
-      if (!protocol::Decode(frame.payload, error) ||
-          frame.header.status >= static_cast<uint16_t>(Code::kCellGone)) {
-        return Status(Code::kProtocol, "the cell sent a malformed error");
-      }
-      return Status(static_cast<Code>(frame.header.status),
-                    std::string(error.message));
+      return ReplyStatus(frame);
     }
 
     int wait_ms = -1;

@@ -11,6 +11,7 @@
 
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "client/async_channel.h"
 #include "protocol/frame.h"
 
 namespace kc::client {
@@ -63,6 +64,17 @@ class CellClient {
     return Exchange(frame, false, unused);
   }
 
+  // Sends |request| on the calling thread's pipelined connection and
+  // returns at once. The operation's descriptor becomes readable when the
+  // reply has arrived. The caller waits for it, so no timeout applies.
+  template <typename Message>
+  Result<std::shared_ptr<PendingOperation>> Submit(protocol::MessageType type,
+                                                   const Message &request) {
+    protocol::WipingBuffer &frame = ScratchFrame();
+    protocol::AppendFrame(frame, static_cast<uint8_t>(type), 0, 0, request);
+    return SubmitFrame(frame);
+  }
+
   // Opens a new connection to the cell that the caller owns and drives
   // itself, outside the per-thread connections that Call uses. |framing|
   // selects how frames are delimited on it in both directions.
@@ -85,6 +97,8 @@ class CellClient {
   static protocol::WipingBuffer &ScratchFrame();
   uint64_t NextRequestId();
   Status Exchange(protocol::WipingBuffer &frame, bool wait, Reply &reply);
+  Result<std::shared_ptr<PendingOperation>> SubmitFrame(
+      protocol::WipingBuffer &frame);
   Result<int> ConnectionForThisThread();
   Status OpenConnection(int &fd, protocol::Framing framing);
   Status ReadReply(int fd, uint64_t id, Reply &reply);

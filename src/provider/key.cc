@@ -1,5 +1,6 @@
 #include "provider/key.h"
 
+#include <openssl/async.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -21,6 +22,47 @@ void EncodePayload(const Message &message, protocol::WipingBuffer &payload) {
   protocol::Encode(writer, message);
 }
 
+// The key under which an operation's descriptor is registered with the
+// ASYNC_WAIT_CTX of the job waiting for it.
+const char kWaitKey = 0;
+
+// Sends |request| and pauses the calling ASYNC_JOB until the reply arrives,
+// so the thread that runs the job goes on with other work meanwhile.
+template <typename Message>
+Status CallInJob(client::CellClient &cell, protocol::MessageType type,
+                 const Message &request, client::Reply &reply) {
+  Result<std::shared_ptr<client::PendingOperation>> submitted =
+      cell.Submit(type, request);
+  if (!submitted.ok()) {
+    return submitted.status();
+  }
+  const client::PendingOperation &operation = **submitted;
+  ASYNC_WAIT_CTX *wait = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  if (wait == nullptr ||
+      ASYNC_WAIT_CTX_set_wait_fd(wait, &kWaitKey, operation.fd(), nullptr,
+                                 nullptr) != 1) {
+    return Status(Code::kInternal,
+                  "cannot register the cell operation with the ASYNC job");
+  }
+  // The application may resume the job before the descriptor is readable,
+  // so every resumption checks again.
+  bool paused = true;
+  while (!operation.done() && paused) {
+    paused = ASYNC_pause_job() == 1;
+  }
+  ASYNC_WAIT_CTX_clear_fd(wait, &kWaitKey);
+  if (!operation.done()) {
+    return Status(Code::kInternal, "the ASYNC job could not pause");
+  }
+  if (!operation.status().ok()) {
+    return operation.status();
+  }
+  reply.buffer.Clear();
+  reply.buffer.Append(operation.payload().data(), operation.payload().size());
+  reply.payload = reply.buffer.span();
+  return Status::Ok();
+}
+
 }  // namespace
 
 CellKeyHandle::CellKeyHandle(std::shared_ptr<client::CellClient> cell,
@@ -40,6 +82,9 @@ Status CellKeyHandle::Call(protocol::MessageType type, const Message &request,
     if (transport_(type, payload.span(), &reply, status)) {
       return status;
     }
+  }
+  if (ASYNC_get_current_job() != nullptr) {
+    return CallInJob(*cell_, type, request, reply);
   }
   return cell_->Call(type, request, reply);
 }
