@@ -7,19 +7,14 @@
 // that neverbleed's callers write before each iobuf and writes one before
 // each reply.
 #include <dirent.h>
-#include <poll.h>
 #include <sched.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
-#include <openssl/x509.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -33,6 +28,8 @@
 
 #include "client/cell_client.h"
 #include "keycell-neverbleed/neverbleed.h"
+#include "neverbleed/connection.h"
+#include "neverbleed/iobuf.h"
 #include "protocol/frame.h"
 #include "provider/key.h"
 #include "provider/provider.h"
@@ -43,12 +40,15 @@ using kc::Status;
 namespace client = kc::client;
 namespace protocol = kc::protocol;
 namespace provider = kc::provider;
-
-struct keycell_neverbleed_state {
-  std::shared_ptr<client::CellClient> cell;
-  // Identifies this state in the per-thread descriptor lists.
-  uint64_t serial = 0;
-};
+using kc::neverbleed::BuildFailingRequest;
+using kc::neverbleed::BuildFrame;
+using kc::neverbleed::BuildRequest;
+using kc::neverbleed::Contents;
+using kc::neverbleed::DescriptorForThisThread;
+using kc::neverbleed::ParseReply;
+using kc::neverbleed::ReadExactly;
+using kc::neverbleed::Reserve;
+using kc::neverbleed::WriteAll;
 
 extern "C" {
 void (*neverbleed_post_fork_cb)(void) = nullptr;
@@ -69,8 +69,6 @@ std::atomic<uint64_t> next_serial{1};
 std::mutex states_mutex;
 std::vector<std::unique_ptr<keycell_neverbleed_state>> *states =
     new std::vector<std::unique_ptr<keycell_neverbleed_state>>;
-std::atomic<uint64_t> next_request_id{1};
-
 // The cell key id stored in the EVP_PKEY ex_data of every key that
 // neverbleed_load_private_key_file() loads, for the asynchronous interface.
 struct KeyInfo {
@@ -106,114 +104,6 @@ void WriteError(char *errbuf, const std::string &message) {
   if (errbuf != nullptr) {
     std::snprintf(errbuf, NEVERBLEED_ERRBUF_SIZE, "%s", message.c_str());
   }
-}
-
-// Iobuf memory.
-
-void Reserve(neverbleed_iobuf_t *buf, size_t extra) {
-  size_t used = static_cast<size_t>(buf->end - buf->buf);
-  if (buf->capacity - used >= extra) {
-    return;
-  }
-  size_t capacity = buf->capacity == 0 ? 4096 : buf->capacity;
-  while (capacity - used < extra) {
-    capacity *= 2;
-  }
-  // A fresh allocation rather than realloc, so the old bytes can be wiped.
-  char *bytes = static_cast<char *>(std::malloc(capacity));
-  if (bytes == nullptr) {
-    throw std::bad_alloc();
-  }
-  size_t offset = static_cast<size_t>(buf->start - buf->buf);
-  if (buf->buf != nullptr) {
-    std::memcpy(bytes, buf->buf, used);
-    OPENSSL_cleanse(buf->buf, buf->capacity);
-    std::free(buf->buf);
-  }
-  buf->buf = bytes;
-  buf->start = bytes + offset;
-  buf->end = bytes + used;
-  buf->capacity = capacity;
-}
-
-void Append(neverbleed_iobuf_t *buf, const void *data, size_t length) {
-  if (length == 0) {
-    return;  // |data| may be null, which memcpy does not accept.
-  }
-  Reserve(buf, length);
-  std::memcpy(buf->end, data, length);
-  buf->end += length;
-}
-
-std::span<const uint8_t> Contents(const neverbleed_iobuf_t *buf) {
-  if (buf->start == nullptr) {
-    return {};
-  }
-  return {reinterpret_cast<const uint8_t *>(buf->start),
-          static_cast<size_t>(buf->end - buf->start)};
-}
-
-// Replaces the contents of |buf| with a request frame of |type| that
-// carries |payload|.
-void BuildFrame(neverbleed_iobuf_t *buf, protocol::MessageType type,
-                std::span<const uint8_t> payload) {
-  protocol::FrameHeader header;
-  header.length = static_cast<uint32_t>(payload.size());
-  header.type = static_cast<uint8_t>(type);
-  header.id = next_request_id.fetch_add(1, std::memory_order_relaxed);
-  uint8_t header_bytes[protocol::kHeaderSize];
-  protocol::EncodeHeader(header, header_bytes);
-  Append(buf, header_bytes, sizeof(header_bytes));
-  Append(buf, payload.data(), payload.size());
-}
-
-template <typename Message>
-void BuildRequest(neverbleed_iobuf_t *buf, protocol::MessageType type,
-                  const Message &message) {
-  protocol::WipingBuffer payload;
-  protocol::Writer writer(payload);
-  protocol::Encode(writer, message);
-  BuildFrame(buf, type, payload.span());
-}
-
-// A request whose reply makes neverbleed_finish_* fail: a ping, to which the
-// cell replies without touching any key.
-void BuildFailingRequest(neverbleed_iobuf_t *buf) {
-  BuildFrame(buf, protocol::MessageType::kPing, {});
-}
-
-// Parses the single frame in |bytes| as the reply to a request of |type|.
-Status ParseReply(std::span<const uint8_t> bytes, protocol::MessageType type,
-                  client::Reply &reply) {
-  if (bytes.empty()) {
-    return Status(Code::kCellGone, "no reply from the cell");
-  }
-  reply.buffer.Clear();
-  reply.buffer.Append(bytes.data(), bytes.size());
-  protocol::Frame frame;
-  if (protocol::SplitFrame(reply.buffer.span(), frame) !=
-          protocol::SplitResult::kFrame ||
-      frame.size() != reply.buffer.size()) {
-    return Status(Code::kProtocol, "the reply is not exactly one frame");
-  }
-  reply.header = frame.header;
-  reply.payload = frame.payload;
-  if (frame.header.status != 0) {
-    protocol::ErrorReply error;
-    if (!protocol::Decode(frame.payload, error) ||
-        frame.header.status >= static_cast<uint16_t>(Code::kCellGone)) {
-      return Status(Code::kProtocol, "the cell sent a malformed error");
-    }
-    return Status(static_cast<Code>(frame.header.status),
-                  std::string(error.message));
-  }
-  if (frame.header.type != static_cast<uint8_t>(type)) {
-    return Status(Code::kProtocol, "the reply is of message type " +
-                                       std::to_string(frame.header.type) +
-                                       ", expected " +
-                                       std::to_string(static_cast<int>(type)));
-  }
-  return Status::Ok();
 }
 
 // Sends a request through neverbleed_transaction_cb when it is set; the
@@ -258,131 +148,6 @@ Status Transact(client::CellClient &cell, protocol::MessageType type,
     return status;
   }
   return cell.Call(type, request, reply);
-}
-
-// Per-thread descriptors of neverbleed_get_fd. An entry belongs to the
-// process that opened it; a child forked later closes its copy and opens
-// its own.
-struct ThreadDescriptor {
-  uint64_t serial;
-  pid_t pid;
-  int fd;
-};
-
-struct ThreadDescriptors {
-  std::vector<ThreadDescriptor> list;
-  ~ThreadDescriptors() {
-    pid_t self = getpid();
-    for (const ThreadDescriptor &entry : list) {
-      if (entry.pid == self) {
-        ::close(entry.fd);
-      }
-    }
-  }
-};
-
-thread_local ThreadDescriptors thread_descriptors;
-
-int DescriptorForThisThread(keycell_neverbleed_state &state) {
-  pid_t self = getpid();
-  std::vector<ThreadDescriptor> &list = thread_descriptors.list;
-  for (auto it = list.begin(); it != list.end();) {
-    if (it->pid != self) {
-      ::close(it->fd);
-      it = list.erase(it);
-      continue;
-    }
-    if (it->serial == state.serial) {
-      return it->fd;
-    }
-    ++it;
-  }
-  Result<kc::UniqueFd> connection =
-      state.cell->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
-  if (!connection.ok()) {
-    return -1;
-  }
-  int fd = connection->release();
-  list.push_back({state.serial, self, fd});
-  return fd;
-}
-
-// Waits until |fd| is readable or |deadline| passes. Returns false on
-// timeout or error.
-bool WaitReadable(int fd, std::chrono::steady_clock::time_point deadline,
-                  bool has_deadline) {
-  for (;;) {
-    int wait_ms = -1;
-    if (has_deadline) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) {
-        return false;
-      }
-      wait_ms = static_cast<int>(left.count());
-    }
-    pollfd readable{fd, POLLIN, 0};
-    int ready = poll(&readable, 1, wait_ms);
-    if (ready > 0) {
-      return true;
-    }
-    if (ready < 0 && errno != EINTR) {
-      return false;
-    }
-  }
-}
-
-// Reads exactly |length| bytes. The descriptor may be non-blocking, as an
-// event loop sets it.
-bool ReadExactly(int fd, void *data, size_t length,
-                 std::chrono::steady_clock::time_point deadline,
-                 bool has_deadline) {
-  auto *cursor = static_cast<char *>(data);
-  while (length != 0) {
-    ssize_t n = recv(fd, cursor, length, MSG_DONTWAIT);
-    if (n > 0) {
-      cursor += n;
-      length -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) {
-      return false;
-    }
-    if (errno == EINTR) {
-      continue;
-    }
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      return false;
-    }
-    if (!WaitReadable(fd, deadline, has_deadline)) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool WriteAll(int fd, const void *data, size_t length) {
-  const auto *cursor = static_cast<const char *>(data);
-  while (length != 0) {
-    ssize_t n = send(fd, cursor, length, MSG_NOSIGNAL);
-    if (n > 0) {
-      cursor += n;
-      length -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd writable{fd, POLLOUT, 0};
-      if (poll(&writable, 1, -1) < 0 && errno != EINTR) {
-        return false;
-      }
-      continue;
-    }
-    return false;
-  }
-  return true;
 }
 
 // Stores the payload of a successful reply of |type| in |buf| into
