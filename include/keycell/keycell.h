@@ -173,6 +173,59 @@ KEYCELL_EXPORT int keycell_use_private_key_file(
  * and 0 otherwise. */
 KEYCELL_EXPORT int keycell_is_cell_key(const EVP_PKEY *pkey);
 
+/* Operations for event loops that do not use OpenSSL's ASYNC jobs.
+ *
+ * With SSL_MODE_ASYNC, OpenSSL pauses a handshake's ASYNC_JOB while the cell
+ * works and nothing below is needed. A loop that makes signatures itself
+ * starts an operation, waits until its descriptor is readable, and finishes
+ * it. Operations started on one thread travel on that thread's connection
+ * to the cell, many at a time, and complete in any order. */
+
+/* keycell_operation is one signature or decryption in progress. */
+typedef struct keycell_operation keycell_operation;
+
+/* keycell_sign_start starts signing |message| with the cell key |pkey| and
+ * returns the operation, or NULL on failure with a message in |err|.
+ * |digest| names the digest for RSA and ECDSA keys ("SHA256", "SHA384",
+ * ...); the message is hashed in the calling process. For Ed25519 and Ed448
+ * |digest| must be NULL and the whole message goes to the cell.
+ * |rsa_padding| is 0 or RSA_PKCS1_PADDING for PKCS#1 v1.5 and
+ * RSA_PKCS1_PSS_PADDING for PSS with a salt as long as the digest, as TLS
+ * uses; it must be 0 for other keys. Free the result with
+ * keycell_operation_free(). */
+KEYCELL_EXPORT keycell_operation *keycell_sign_start(
+    EVP_PKEY *pkey, const char *digest, int rsa_padding,
+    const unsigned char *message, size_t message_len, char *err,
+    size_t err_len);
+
+/* keycell_decrypt_start starts an RSA decryption of |ciphertext| with the
+ * cell key |pkey|, which must have been loaded with RSA decryption allowed.
+ * |rsa_padding| is RSA_PKCS1_PADDING or RSA_PKCS1_OAEP_PADDING (SHA-1 for
+ * both the OAEP digest and MGF1, no label). Returns the operation, or NULL
+ * on failure with a message in |err|. */
+KEYCELL_EXPORT keycell_operation *keycell_decrypt_start(
+    EVP_PKEY *pkey, int rsa_padding, const unsigned char *ciphertext,
+    size_t ciphertext_len, char *err, size_t err_len);
+
+/* keycell_operation_fd returns a descriptor that becomes readable when
+ * |operation| has completed, successfully or not. It belongs to the
+ * operation and stays valid until keycell_operation_free(). */
+KEYCELL_EXPORT int keycell_operation_fd(const keycell_operation *operation);
+
+/* keycell_operation_finish collects the result of |operation|. |*out_len|
+ * is the size of |out| on entry and the length of the result on return; a
+ * signature needs at most EVP_PKEY_get_size() bytes. Returns 1 on success,
+ * 0 on failure with a message in |err| (the cell's error, the cell process
+ * not running, |out| too small), and -1 if the operation has not completed
+ * yet, in which case nothing was written. */
+KEYCELL_EXPORT int keycell_operation_finish(keycell_operation *operation,
+                                            unsigned char *out, size_t *out_len,
+                                            char *err, size_t err_len);
+
+/* keycell_operation_free frees |operation|, complete or not; a reply that
+ * arrives later is discarded. NULL is allowed. */
+KEYCELL_EXPORT void keycell_operation_free(keycell_operation *operation);
+
 #ifdef __cplusplus
 }
 #endif

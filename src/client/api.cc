@@ -2,6 +2,7 @@
 // reports it through the caller's error buffer; no C++ exception crosses it.
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <string>
@@ -31,6 +33,13 @@ struct keycell {
 
 struct keycell_options {
   client::StartOptions start;
+};
+
+struct keycell_operation {
+  // Keeps the cell alive while the operation is pending.
+  std::shared_ptr<provider::CellKeyHandle> handle;
+  std::shared_ptr<client::PendingOperation> pending;
+  protocol::MessageType type;
 };
 
 struct keycell_key_options {
@@ -134,6 +143,44 @@ Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
                   std::string(path) + ": " + pkey.status().message());
   }
   return pkey;
+}
+
+// Returns the cell key behind |pkey| or writes why there is none.
+std::shared_ptr<provider::CellKeyHandle> CellHandle(EVP_PKEY *pkey,
+                                                    const char *function,
+                                                    char *err, size_t err_len) {
+  if (pkey == nullptr) {
+    WriteError(err, err_len, std::string(function) + ": the key is NULL");
+    return nullptr;
+  }
+  std::shared_ptr<provider::CellKeyHandle> handle = provider::HandleOf(pkey);
+  if (handle == nullptr) {
+    WriteError(err, err_len,
+               std::string(function) +
+                   ": the key is not a private key served by a cell");
+  }
+  return handle;
+}
+
+template <typename Message>
+keycell_operation *StartOperation(
+    std::shared_ptr<provider::CellKeyHandle> handle, protocol::MessageType type,
+    const Message &request, char *err, size_t err_len) {
+  Result<std::shared_ptr<client::PendingOperation>> pending =
+      handle->cell().Submit(type, request);
+  if (!pending.ok()) {
+    WriteError(err, err_len, pending.status().message());
+    return nullptr;
+  }
+  auto *operation = new (std::nothrow) keycell_operation;
+  if (operation == nullptr) {
+    WriteError(err, err_len, "out of memory");
+    return nullptr;
+  }
+  operation->handle = std::move(handle);
+  operation->pending = std::move(pending.value());
+  operation->type = type;
+  return operation;
 }
 
 }  // namespace
@@ -315,6 +362,153 @@ int keycell_use_private_key_file(keycell *cell, SSL_CTX *ctx, const char *path,
 
 int keycell_is_cell_key(const EVP_PKEY *pkey) {
   return provider::IsCellKey(pkey) ? 1 : 0;
+}
+
+keycell_operation *keycell_sign_start(EVP_PKEY *pkey, const char *digest,
+                                      int rsa_padding,
+                                      const unsigned char *message,
+                                      size_t message_len, char *err,
+                                      size_t err_len) {
+  std::shared_ptr<provider::CellKeyHandle> handle =
+      CellHandle(pkey, "keycell_sign_start", err, err_len);
+  if (handle == nullptr) {
+    return nullptr;
+  }
+  if (message == nullptr && message_len != 0) {
+    WriteError(err, err_len, "keycell_sign_start: the message is NULL");
+    return nullptr;
+  }
+  bool eddsa = EVP_PKEY_is_a(pkey, "ED25519") || EVP_PKEY_is_a(pkey, "ED448");
+  bool rsa = EVP_PKEY_is_a(pkey, "RSA");
+  if (eddsa != (digest == nullptr)) {
+    WriteError(err, err_len,
+               eddsa ? "keycell_sign_start: EdDSA keys take no digest"
+                     : "keycell_sign_start: RSA and ECDSA keys need a "
+                       "digest");
+    return nullptr;
+  }
+  if (rsa_padding != 0 && (!rsa || (rsa_padding != RSA_PKCS1_PADDING &&
+                                    rsa_padding != RSA_PKCS1_PSS_PADDING))) {
+    WriteError(err, err_len,
+               "keycell_sign_start: invalid padding " +
+                   std::to_string(rsa_padding) +
+                   "; RSA keys take RSA_PKCS1_PADDING or "
+                   "RSA_PKCS1_PSS_PADDING, other keys 0");
+    return nullptr;
+  }
+
+  protocol::SignRequest request;
+  request.key_id = handle->key_id();
+  unsigned char hash[EVP_MAX_MD_SIZE];
+  std::string digest_name;
+  if (eddsa) {
+    request.input = {message, message_len};
+  } else {
+    EVP_MD *md = EVP_MD_fetch(nullptr, digest, nullptr);
+    unsigned int hash_len = 0;
+    bool hashed = md != nullptr && EVP_Digest(message, message_len, hash,
+                                              &hash_len, md, nullptr) == 1;
+    if (md != nullptr) {
+      digest_name = EVP_MD_get0_name(md);
+    }
+    EVP_MD_free(md);
+    if (!hashed) {
+      WriteError(err, err_len,
+                 std::string("keycell_sign_start: unknown digest ") + digest);
+      ERR_clear_error();
+      return nullptr;
+    }
+    request.digest = digest_name;
+    request.input = {hash, hash_len};
+    if (rsa) {
+      request.padding = static_cast<uint8_t>(
+          rsa_padding == 0 ? RSA_PKCS1_PADDING : rsa_padding);
+      request.salt_length = RSA_PSS_SALTLEN_DIGEST;
+    }
+  }
+  return StartOperation(std::move(handle), protocol::MessageType::kSign,
+                        request, err, err_len);
+}
+
+keycell_operation *keycell_decrypt_start(EVP_PKEY *pkey, int rsa_padding,
+                                         const unsigned char *ciphertext,
+                                         size_t ciphertext_len, char *err,
+                                         size_t err_len) {
+  std::shared_ptr<provider::CellKeyHandle> handle =
+      CellHandle(pkey, "keycell_decrypt_start", err, err_len);
+  if (handle == nullptr) {
+    return nullptr;
+  }
+  if (ciphertext == nullptr || ciphertext_len == 0) {
+    WriteError(err, err_len, "keycell_decrypt_start: the ciphertext is empty");
+    return nullptr;
+  }
+  if (rsa_padding != RSA_PKCS1_PADDING &&
+      rsa_padding != RSA_PKCS1_OAEP_PADDING) {
+    WriteError(err, err_len,
+               "keycell_decrypt_start: invalid padding " +
+                   std::to_string(rsa_padding) +
+                   "; use RSA_PKCS1_PADDING or RSA_PKCS1_OAEP_PADDING");
+    return nullptr;
+  }
+  protocol::DecryptRequest request;
+  request.key_id = handle->key_id();
+  request.padding = static_cast<uint8_t>(rsa_padding);
+  request.ciphertext = {ciphertext, ciphertext_len};
+  return StartOperation(std::move(handle), protocol::MessageType::kDecrypt,
+                        request, err, err_len);
+}
+
+int keycell_operation_fd(const keycell_operation *operation) {
+  return operation == nullptr ? -1 : operation->pending->fd();
+}
+
+int keycell_operation_finish(keycell_operation *operation, unsigned char *out,
+                             size_t *out_len, char *err, size_t err_len) {
+  if (operation == nullptr || out_len == nullptr ||
+      (out == nullptr && *out_len != 0)) {
+    WriteError(err, err_len,
+               "keycell_operation_finish: the operation, the output buffer "
+               "and its length are required");
+    return 0;
+  }
+  const client::PendingOperation &pending = *operation->pending;
+  if (!pending.done()) {
+    return -1;
+  }
+  if (!pending.status().ok()) {
+    WriteError(err, err_len, pending.status().message());
+    return 0;
+  }
+  std::span<const uint8_t> result;
+  bool decoded = false;
+  if (operation->type == protocol::MessageType::kSign) {
+    protocol::SignReply reply;
+    decoded = protocol::Decode(pending.payload(), reply);
+    result = reply.signature;
+  } else {
+    protocol::DecryptReply reply;
+    decoded = protocol::Decode(pending.payload(), reply);
+    result = reply.plaintext;
+  }
+  if (!decoded) {
+    WriteError(err, err_len, "the cell sent a malformed reply");
+    return 0;
+  }
+  if (result.size() > *out_len) {
+    WriteError(err, err_len,
+               "keycell_operation_finish: the output buffer has room for " +
+                   std::to_string(*out_len) + " bytes but the result needs " +
+                   std::to_string(result.size()));
+    return 0;
+  }
+  std::memcpy(out, result.data(), result.size());
+  *out_len = result.size();
+  return 1;
+}
+
+void keycell_operation_free(keycell_operation *operation) {
+  delete operation;
 }
 
 }  // extern "C"

@@ -199,6 +199,13 @@ int GetKeyParams(void *keydata, OSSL_PARAM params[]) {
   if (key->public_key == nullptr) {
     return 0;
   }
+  // keycell's own API reaches the cell key behind an EVP_PKEY this way;
+  // the caller claims the token at once and withdraws it.
+  OSSL_PARAM *token = OSSL_PARAM_locate(params, kParamHandleToken);
+  if (token != nullptr && key->handle != nullptr &&
+      !OSSL_PARAM_set_uint64(token, OfferHandle(key->handle))) {
+    return 0;
+  }
   return EVP_PKEY_get_params(key->public_key, params);
 }
 

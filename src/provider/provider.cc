@@ -306,4 +306,22 @@ bool IsCellKey(const EVP_PKEY *pkey) {
          std::string_view(OSSL_PROVIDER_get0_name(provider)) == kProviderName;
 }
 
+std::shared_ptr<CellKeyHandle> HandleOf(const EVP_PKEY *pkey) {
+  if (!IsCellKey(pkey)) {
+    return nullptr;
+  }
+  uint64_t token = 0;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_uint64(kParamHandleToken, &token),
+      OSSL_PARAM_construct_end(),
+  };
+  if (EVP_PKEY_get_params(pkey, params) != 1 ||
+      !OSSL_PARAM_modified(&params[0])) {
+    return nullptr;
+  }
+  std::shared_ptr<CellKeyHandle> handle = ClaimHandle(token);
+  WithdrawHandle(token);
+  return handle;
+}
+
 }  // namespace kc::provider

@@ -41,6 +41,11 @@ Result<EVP_PKEY *> NewCellKey(std::shared_ptr<client::CellClient> cell,
 
 bool IsCellKey(const EVP_PKEY *pkey);
 
+class CellKeyHandle;
+// Returns the cell key behind |pkey|, or nullptr if |pkey| is not a cell
+// private key.
+std::shared_ptr<CellKeyHandle> HandleOf(const EVP_PKEY *pkey);
+
 // Pushes |status| onto the calling thread's OpenSSL error queue, as an
 // error of this provider with the message as its data.
 void RaiseError(const Status &status);
