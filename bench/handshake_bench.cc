@@ -12,10 +12,11 @@
 //
 // Session resumption is off on both sides (SSL_OP_NO_TICKET, no tickets,
 // session cache off), so every handshake is a full one in which the server
-// signs exactly once: TLS 1.3 CertificateVerify or the TLS 1.2 ECDHE
+// signs once: TLS 1.3 CertificateVerify or the TLS 1.2 ECDHE
 // ServerKeyExchange. The server counts those messages as it sends them and
-// checks SSL_session_reused() on every connection; the report prints signed
-// messages per handshake and fails the run unless it is 1.
+// checks SSL_session_reused() on every connection. The report prints signed
+// messages per handshake, and the program exits with status 1 unless that
+// is exactly 1 for every row.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -363,7 +364,7 @@ int Listen(uint16_t *port, std::string *error) {
 // ---------------------------------------------------------------------------
 // CPU time
 
-// CPU time (user + system) of this process, in seconds.
+// Returns the CPU time (user + system) of this process, in seconds.
 double SelfCpuSeconds() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -374,11 +375,12 @@ double SelfCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
-// CPU time (user + system) of process |pid|, in seconds, or a negative value
-// if it cannot be read. It reads the process's CPU-time clock, which counts
-// nanoseconds, and falls back to utime + stime of /proc/<pid>/stat, which
-// counts clock ticks (10 ms with USER_HZ 100): too coarse for the few tens
-// of milliseconds that a cell spends on ECDSA in one measurement.
+// Returns the CPU time (user + system) of process |pid|, in seconds, or a
+// negative value if it cannot be read. It reads the process's CPU-time clock,
+// which counts nanoseconds, and falls back to utime + stime of
+// /proc/<pid>/stat, which counts clock ticks (10 ms with USER_HZ 100): too
+// coarse for the few tens of milliseconds that a cell spends on ECDSA in one
+// measurement.
 double ProcessCpuSeconds(pid_t pid) {
   clockid_t clock;
   timespec time{};
@@ -412,9 +414,9 @@ double ProcessCpuSeconds(pid_t pid) {
          static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// CPU time that all processes on the machine spent, from the "cpu" line of
-// /proc/stat (every field but idle and iowait), in seconds; negative if it
-// cannot be read.
+// Returns the CPU time that all processes on the machine have spent, in
+// seconds, or a negative value if it cannot be read. It sums every field of
+// the "cpu" line of /proc/stat except idle and iowait.
 double MachineBusySeconds() {
   std::ifstream file("/proc/stat");
   std::string label;

@@ -1,8 +1,8 @@
 // Latency and throughput of one signature with EVP_DigestSign, with the key
 // in this process and in a keycell cell.
 //
-// sign_latency/KEY/MODE times every signature on one thread and reports
-// the 50th and 99th percentiles as the counters p50_us and p99_us; the
+// sign_latency/KEY/MODE times every signature on one thread. It reports
+// the 50th and 99th percentiles as the counters p50_us and p99_us, and the
 // Time column is the mean. sign_throughput/KEY/MODE/threads:N signs from N
 // threads at once and reports signatures per second as items_per_second.
 //
