@@ -850,15 +850,16 @@ class EmbeddedCellMode : public BlockingThreadsMode {
   keycell *cell_;
 };
 
-// A mode that this build of keycell cannot run. Its rows say so; it never
+// A mode that this build cannot run. Its rows print the reason, and it never
 // runs a server.
 //
-// TODO: "async-cell" becomes a mode once the C API has the start/complete
-// calls for SSL_MODE_ASYNC: one thread running an event loop over
-// non-blocking connections, resuming each SSL when its cell reply arrives.
-// "daemon" becomes one once keycell can connect to a cell that runs as its
-// own service. Each needs a ServerMode subclass with its own Start() and
-// Stop() and, for the daemon, cell_pid() returning the daemon's pid.
+// TODO: "async-cell" needs a ServerMode subclass whose Start() runs one
+// thread with an event loop over non-blocking connections and
+// SSL_MODE_ASYNC, resuming each SSL when the descriptor of its paused ASYNC
+// job becomes readable. keycell's provider pauses ASYNC jobs, but this
+// benchmark does not drive them yet. "daemon" needs keycell to connect to a
+// cell that runs as its own service, and its cell_pid() returns the
+// daemon's pid.
 class UnavailableMode : public ServerMode {
  public:
   UnavailableMode(const char *mode_name, std::string reason)
@@ -1178,7 +1179,7 @@ std::vector<std::unique_ptr<ServerMode>> CreateModes(const Flags &flags,
           std::make_unique<EmbeddedCellMode>(flags.server_threads, cell));
     } else if (name == "async-cell") {
       modes.push_back(std::make_unique<UnavailableMode>(
-          "async-cell", "no asynchronous cell API in keycell.h"));
+          "async-cell", "this benchmark has no SSL_MODE_ASYNC event loop"));
     } else if (name == "daemon") {
       modes.push_back(std::make_unique<UnavailableMode>(
           "daemon", "keycell has no standalone cell daemon"));
