@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,43 +21,75 @@ namespace {
 // peer catches up, so a peer that never reads cannot grow the cell's memory.
 constexpr size_t kMaxPendingOutput = 1024 * 1024;
 constexpr size_t kReadChunk = 64 * 1024;
+// Requests taken from one connection before the others get a turn; the
+// rest wait in the connection's input.
+constexpr int kMaxRequestsPerTurn = 32;
+
+// epoll entries carry an id whose low two bits say what they are.
+enum EntryKind : uint64_t {
+  kReadEntry = 0,
+  kWriteEntry = 1,
+  kWatcherEntry = 2,
+  kTasksEntry = 3,
+};
+constexpr uint64_t kKindMask = 3;
+
+uint64_t EntryData(uint64_t id, EntryKind kind) {
+  return (id << 2) | kind;
+}
 
 }  // namespace
 
-// Both kinds of epoll entries start with a tag, so a worker can tell them
-// apart from the pointer alone.
-enum class EntryKind { kConnection, kWatcher };
-
-struct Server::Connection {
-  EntryKind kind = EntryKind::kConnection;
+struct Server::Connection : std::enable_shared_from_this<Connection> {
+  uint64_t id = 0;
   UniqueFd fd;
+  // A second descriptor of the same socket, so that waiting for room to
+  // write is an epoll entry of its own, independent of the read turn.
+  UniqueFd write_fd;
   protocol::Framing framing = protocol::Framing::kPlain;
+  // Touched only by the worker that holds the read turn.
   protocol::WipingBuffer input;
-  protocol::WipingBuffer output;
   bool peer_closed = false;
-  bool closing = false;
+
+  std::mutex mutex;  // Guards everything below.
+  protocol::WipingBuffer output;
+  bool write_armed = false;
+  // The read entry is disarmed because unsent replies reached the limit.
+  bool parked = false;
+  bool closed = false;
 };
 
 struct Server::Watcher {
-  EntryKind kind = EntryKind::kWatcher;
   int fd = -1;
   std::function<void()> on_ready;
 };
 
+// A request to run on any worker, or a continuation of a read turn that
+// stopped at kMaxRequestsPerTurn.
+struct Server::Task {
+  std::shared_ptr<Connection> connection;
+  protocol::WipingBuffer frame;
+  bool resume_reading = false;
+};
+
 Server::Server(Dispatcher &dispatcher) : dispatcher_(dispatcher) {}
 
-Server::~Server() {
-  std::lock_guard lock(mutex_);
-  for (Connection *connection : connections_) {
-    delete connection;
-  }
-}
+Server::~Server() = default;
 
 Status Server::Init() {
   epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_.valid()) {
+  tasks_ready_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+  if (!epoll_.valid() || !tasks_ready_.valid()) {
+    return Status(
+        Code::kInternal,
+        std::string("cannot create the event set: ") + std::strerror(errno));
+  }
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = EntryData(0, kTasksEntry);
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tasks_ready_.get(), &event) != 0) {
     return Status(Code::kInternal,
-                  std::string("epoll_create1 failed: ") + std::strerror(errno));
+                  std::string("epoll_ctl failed: ") + std::strerror(errno));
   }
   return Status::Ok();
 }
@@ -66,24 +99,43 @@ size_t Server::connection_count() const {
   return connections_.size();
 }
 
+std::shared_ptr<Server::Connection> Server::Find(uint64_t id) const {
+  std::lock_guard lock(mutex_);
+  auto it = connections_.find(id);
+  return it == connections_.end() ? nullptr : it->second;
+}
+
 Status Server::AddConnection(UniqueFd fd, protocol::Framing framing) {
   int flags = fcntl(fd.get(), F_GETFL);
   if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return Status(Code::kInternal,
                   std::string("fcntl failed: ") + std::strerror(errno));
   }
-  auto *connection = new Connection;
+  auto connection = std::make_shared<Connection>();
+  connection->write_fd.reset(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!connection->write_fd.valid()) {
+    return Status(Code::kInternal,
+                  std::string("dup failed: ") + std::strerror(errno));
+  }
   connection->fd = std::move(fd);
   connection->framing = framing;
   {
     std::lock_guard lock(mutex_);
-    connections_.insert(connection);
+    connection->id = next_id_++;
+    connections_.emplace(connection->id, connection);
   }
   epoll_event event{};
   event.events = EPOLLIN | EPOLLONESHOT;
-  event.data.ptr = connection;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, connection->fd.get(), &event) !=
-      0) {
+  event.data.u64 = EntryData(connection->id, kReadEntry);
+  epoll_event write_event{};
+  // Armed when replies wait for room. One-shot from the start, because
+  // epoll reports a hang-up even for an entry that asks for no events.
+  write_event.events = EPOLLONESHOT;
+  write_event.data.u64 = EntryData(connection->id, kWriteEntry);
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, connection->write_fd.get(),
+                &write_event) != 0 ||
+      epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, connection->fd.get(), &event) !=
+          0) {
     int error = errno;
     Close(connection);
     return Status(Code::kInternal,
@@ -93,15 +145,22 @@ Status Server::AddConnection(UniqueFd fd, protocol::Framing framing) {
 }
 
 Status Server::Watch(int fd, std::function<void()> on_ready) {
-  auto *watcher = new Watcher;
+  auto watcher = std::make_unique<Watcher>();
   watcher->fd = fd;
   watcher->on_ready = std::move(on_ready);
+  uint64_t id;
+  {
+    std::lock_guard lock(mutex_);
+    id = next_id_++;
+    watchers_.emplace(id, std::move(watcher));
+  }
   epoll_event event{};
   event.events = EPOLLIN | EPOLLONESHOT;
-  event.data.ptr = watcher;
+  event.data.u64 = EntryData(id, kWatcherEntry);
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
     int error = errno;
-    delete watcher;
+    std::lock_guard lock(mutex_);
+    watchers_.erase(id);
     return Status(Code::kInternal,
                   std::string("epoll_ctl failed: ") + std::strerror(error));
   }
@@ -126,112 +185,208 @@ void Server::WorkerLoop() {
     if (n <= 0) {
       continue;  // EINTR.
     }
-    if (*static_cast<EntryKind *>(event.data.ptr) == EntryKind::kWatcher) {
-      auto *watcher = static_cast<Watcher *>(event.data.ptr);
-      watcher->on_ready();
-      epoll_event rearm{};
-      rearm.events = EPOLLIN | EPOLLONESHOT;
-      rearm.data.ptr = watcher;
-      epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, watcher->fd, &rearm);
-      continue;
+    uint64_t id = event.data.u64 >> 2;
+    switch (static_cast<EntryKind>(event.data.u64 & kKindMask)) {
+      case kTasksEntry: {
+        uint64_t count;
+        // In semaphore mode each read takes one task; EAGAIN means another
+        // worker took it first.
+        if (read(tasks_ready_.get(), &count, sizeof(count)) != sizeof(count)) {
+          break;
+        }
+        std::unique_ptr<Task> task;
+        {
+          std::lock_guard lock(tasks_mutex_);
+          task = std::move(tasks_.front());
+          tasks_.pop_front();
+        }
+        RunTask(*task);
+        break;
+      }
+      case kWatcherEntry: {
+        Watcher *watcher;
+        {
+          std::lock_guard lock(mutex_);
+          watcher = watchers_.at(id).get();
+        }
+        watcher->on_ready();
+        epoll_event rearm{};
+        rearm.events = EPOLLIN | EPOLLONESHOT;
+        rearm.data.u64 = event.data.u64;
+        epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, watcher->fd, &rearm);
+        break;
+      }
+      case kReadEntry:
+        if (std::shared_ptr<Connection> connection = Find(id)) {
+          ReadTurn(connection);
+        }
+        break;
+      case kWriteEntry:
+        if (std::shared_ptr<Connection> connection = Find(id)) {
+          std::lock_guard lock(connection->mutex);
+          connection->write_armed = false;
+          protocol::WipingBuffer nothing;
+          SendLocked(*connection, nothing);
+        }
+        break;
     }
-    auto *connection = static_cast<Connection *>(event.data.ptr);
-    if (Service(*connection, event.events)) {
-      Rearm(*connection);
-    } else {
+  }
+}
+
+void Server::Queue(std::unique_ptr<Task> task) {
+  {
+    std::lock_guard lock(tasks_mutex_);
+    tasks_.push_back(std::move(task));
+  }
+  uint64_t one = 1;
+  (void)write(tasks_ready_.get(), &one, sizeof(one));
+}
+
+void Server::ReadTurn(const std::shared_ptr<Connection> &connection) {
+  if (!ReadAvailable(*connection)) {
+    Close(connection);
+    return;
+  }
+  if (connection->framing == protocol::Framing::kSizePrefixed) {
+    // neverbleed's callers expect replies in request order, so these
+    // requests run here, one after another.
+    if (!HandleSizePrefixed(*connection) || connection->peer_closed) {
       Close(connection);
+      return;
+    }
+    std::lock_guard lock(connection->mutex);
+    EndTurnLocked(*connection);
+    return;
+  }
+
+  {
+    std::lock_guard lock(connection->mutex);
+    if (connection->output.size() >= kMaxPendingOutput) {
+      // Replies pile up unread: leave the rest of the input until the write
+      // side has sent enough, and it resumes reading.
+      connection->parked = true;
+      return;
     }
   }
-}
-
-bool Server::Service(Connection &connection, uint32_t events) {
-  if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 &&
-      !ReadAvailable(connection)) {
-    return false;
-  }
-  // Handle every complete frame, unless replies are piling up unread.
-  while (!connection.closing && connection.output.size() < kMaxPendingOutput) {
-    bool handled = connection.framing == protocol::Framing::kSizePrefixed
-                       ? HandleOneSizePrefixed(connection)
-                       : HandleOne(connection);
-    if (!handled) {
-      break;
-    }
-  }
-  if (!Flush(connection)) {
-    return false;
-  }
-  if (connection.closing || connection.peer_closed) {
-    // Replies that did not fit in the socket are dropped with the
-    // connection; a closing peer cannot read them anyway.
-    return false;
-  }
-  return true;
-}
-
-bool Server::HandleOne(Connection &connection) {
-  protocol::Frame frame;
-  protocol::SplitResult split =
-      protocol::SplitFrame(connection.input.span(), frame);
-  if (split == protocol::SplitResult::kNeedMore) {
-    return false;
-  }
-  if (split == protocol::SplitResult::kTooLarge) {
-    dispatcher_.RejectOversized(connection.output);
-    connection.closing = true;
-    return false;
-  }
-  size_t consumed = frame.size();
-  if (dispatcher_.Handle(frame, connection.output) ==
-      Dispatcher::Outcome::kClose) {
-    connection.closing = true;
-  }
-  connection.input.Consume(consumed);
-  return true;
-}
-
-bool Server::HandleOneSizePrefixed(Connection &connection) {
-  std::span<const uint8_t> input = connection.input.span();
-  if (input.size() < sizeof(size_t)) {
-    return false;
-  }
-  size_t declared;
-  std::memcpy(&declared, input.data(), sizeof(declared));
-  protocol::WipingBuffer reply;
-  bool handled = false;
-  if (declared > protocol::kHeaderSize + protocol::kMaxPayload) {
-    dispatcher_.RejectOversized(reply);
-    connection.closing = true;
-  } else if (input.size() - sizeof(size_t) < declared) {
-    return false;
-  } else {
+  for (int taken = 0; taken < kMaxRequestsPerTurn; ++taken) {
     protocol::Frame frame;
     protocol::SplitResult split =
-        protocol::SplitFrame(input.subspan(sizeof(size_t), declared), frame);
-    if (split != protocol::SplitResult::kFrame || frame.size() != declared) {
-      dispatcher_.RejectSizePrefix(
-          "the size prefix " + std::to_string(declared) +
-              " disagrees with the length in the frame header",
-          reply);
-      connection.closing = true;
-    } else {
-      if (dispatcher_.Handle(frame, reply) == Dispatcher::Outcome::kClose) {
-        connection.closing = true;
-      } else if (frame.header.type ==
-                 static_cast<uint8_t>(protocol::MessageType::kReleaseKey)) {
-        // neverbleed sends key releases without reading a reply.
-        reply.Clear();
+        protocol::SplitFrame(connection->input.span(), frame);
+    if (split == protocol::SplitResult::kNeedMore) {
+      break;
+    }
+    if (split == protocol::SplitResult::kTooLarge) {
+      protocol::WipingBuffer reply;
+      dispatcher_.RejectOversized(reply);
+      {
+        std::lock_guard lock(connection->mutex);
+        SendLocked(*connection, reply);
       }
-      connection.input.Consume(sizeof(size_t) + declared);
-      handled = true;
+      Close(connection);
+      return;
+    }
+    auto task = std::make_unique<Task>();
+    task->connection = connection;
+    task->frame.Append(frame.payload.data() - protocol::kHeaderSize,
+                       frame.size());
+    connection->input.Consume(frame.size());
+    Queue(std::move(task));
+  }
+  if (connection->peer_closed) {
+    // The queued requests still run, and a key release among them still
+    // takes effect; their replies have no reader.
+    Close(connection);
+    return;
+  }
+  protocol::Frame next;
+  if (protocol::SplitFrame(connection->input.span(), next) !=
+      protocol::SplitResult::kNeedMore) {
+    // More requests are buffered already. Keep the read turn and continue
+    // after the requests just queued, so other connections go first.
+    auto resume = std::make_unique<Task>();
+    resume->connection = connection;
+    resume->resume_reading = true;
+    Queue(std::move(resume));
+    return;
+  }
+  std::lock_guard lock(connection->mutex);
+  EndTurnLocked(*connection);
+}
+
+void Server::RunTask(Task &task) {
+  Connection &connection = *task.connection;
+  if (task.resume_reading) {
+    ReadTurn(task.connection);
+    return;
+  }
+  protocol::Frame frame;
+  if (protocol::SplitFrame(task.frame.span(), frame) !=
+      protocol::SplitResult::kFrame) {
+    return;  // Split once already; cannot happen.
+  }
+  protocol::WipingBuffer reply;
+  Dispatcher::Outcome outcome = dispatcher_.Handle(frame, reply);
+  std::lock_guard lock(connection.mutex);
+  if (connection.closed) {
+    return;
+  }
+  SendLocked(connection, reply);
+  if (outcome == Dispatcher::Outcome::kClose) {
+    // The worker with the read turn, or the next one, sees the socket shut
+    // down and closes the connection.
+    connection.closed = true;
+    shutdown(connection.fd.get(), SHUT_RDWR);
+  }
+}
+
+bool Server::HandleSizePrefixed(Connection &connection) {
+  for (;;) {
+    std::span<const uint8_t> input = connection.input.span();
+    if (input.size() < sizeof(size_t)) {
+      return true;
+    }
+    size_t declared;
+    std::memcpy(&declared, input.data(), sizeof(declared));
+    protocol::WipingBuffer reply;
+    bool keep = true;
+    if (declared > protocol::kHeaderSize + protocol::kMaxPayload) {
+      dispatcher_.RejectOversized(reply);
+      keep = false;
+    } else if (input.size() - sizeof(size_t) < declared) {
+      return true;
+    } else {
+      protocol::Frame frame;
+      protocol::SplitResult split =
+          protocol::SplitFrame(input.subspan(sizeof(size_t), declared), frame);
+      if (split != protocol::SplitResult::kFrame || frame.size() != declared) {
+        dispatcher_.RejectSizePrefix(
+            "the size prefix " + std::to_string(declared) +
+                " disagrees with the length in the frame header",
+            reply);
+        keep = false;
+      } else {
+        if (dispatcher_.Handle(frame, reply) == Dispatcher::Outcome::kClose) {
+          keep = false;
+        } else if (frame.header.type ==
+                   static_cast<uint8_t>(protocol::MessageType::kReleaseKey)) {
+          // neverbleed sends key releases without reading a reply.
+          reply.Clear();
+        }
+        connection.input.Consume(sizeof(size_t) + declared);
+      }
+    }
+    protocol::WipingBuffer prefixed;
+    if (reply.size() != 0) {
+      size_t reply_size = reply.size();
+      prefixed.Append(&reply_size, sizeof(reply_size));
+      prefixed.Append(reply.data(), reply.size());
+    }
+    std::lock_guard lock(connection.mutex);
+    SendLocked(connection, prefixed);
+    if (!keep || connection.closed) {
+      return false;
     }
   }
-  if (reply.size() != 0) {
-    size_t reply_size = reply.size();
-    connection.output.Append(&reply_size, sizeof(reply_size));
-    connection.output.Append(reply.data(), reply.size());
-  }
-  return handled;
 }
 
 bool Server::ReadAvailable(Connection &connection) {
@@ -267,7 +422,12 @@ bool Server::ReadAvailable(Connection &connection) {
   return true;
 }
 
-bool Server::Flush(Connection &connection) {
+void Server::SendLocked(Connection &connection, protocol::WipingBuffer &reply) {
+  if (connection.closed) {
+    return;
+  }
+  connection.output.Append(reply.data(), reply.size());
+  reply.Clear();
   size_t sent = 0;
   while (sent < connection.output.size()) {
     ssize_t n = send(connection.fd.get(), connection.output.data() + sent,
@@ -282,32 +442,62 @@ bool Server::Flush(Connection &connection) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       break;
     }
-    return false;
+    // The peer is gone. The read turn notices and closes the connection,
+    // so a parked connection is resumed below.
+    connection.output.Clear();
+    sent = 0;
+    break;
   }
   connection.output.Consume(sent);
-  return true;
+  if (connection.output.size() != 0 && !connection.write_armed) {
+    ArmLocked(connection, true);
+  }
+  if (connection.parked && connection.output.size() < kMaxPendingOutput) {
+    // Requests may be buffered already, with no new bytes to wake the read
+    // entry, so a task takes up the read turn.
+    connection.parked = false;
+    auto resume = std::make_unique<Task>();
+    resume->connection = connection.shared_from_this();
+    resume->resume_reading = true;
+    Queue(std::move(resume));
+  }
 }
 
-void Server::Rearm(Connection &connection) {
+void Server::ArmLocked(Connection &connection, bool write) {
   epoll_event event{};
-  event.events = EPOLLONESHOT;
-  if (connection.output.size() < kMaxPendingOutput) {
-    event.events |= EPOLLIN;
+  if (write) {
+    connection.write_armed = true;
+    event.events = EPOLLOUT | EPOLLONESHOT;
+    event.data.u64 = EntryData(connection.id, kWriteEntry);
+    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, connection.write_fd.get(), &event);
+  } else {
+    event.events = EPOLLIN | EPOLLONESHOT;
+    event.data.u64 = EntryData(connection.id, kReadEntry);
+    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, connection.fd.get(), &event);
   }
-  if (connection.output.size() != 0) {
-    event.events |= EPOLLOUT;
-  }
-  event.data.ptr = &connection;
-  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, connection.fd.get(), &event);
 }
 
-void Server::Close(Connection *connection) {
-  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, connection->fd.get(), nullptr);
+void Server::EndTurnLocked(Connection &connection) {
+  if (connection.output.size() >= kMaxPendingOutput) {
+    // The write side resumes reading once the peer has caught up.
+    connection.parked = true;
+    return;
+  }
+  ArmLocked(connection, false);
+}
+
+void Server::Close(const std::shared_ptr<Connection> &connection) {
   {
     std::lock_guard lock(mutex_);
-    connections_.erase(connection);
+    if (connections_.erase(connection->id) == 0) {
+      return;
+    }
   }
-  delete connection;
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, connection->fd.get(), nullptr);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, connection->write_fd.get(), nullptr);
+  std::lock_guard lock(connection->mutex);
+  connection->closed = true;
+  connection->output.Clear();
 }
 
 }  // namespace kc::cell

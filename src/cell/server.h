@@ -1,12 +1,16 @@
 // The cell's connection loop: a pool of worker threads sharing one epoll
-// set. Each connection is armed one-shot, so exactly one worker services it
-// at a time and connections need no locks of their own.
+// set. Each connection is armed one-shot, so one worker at a time reads it.
+// The requests it reads go to a shared queue that every worker takes from,
+// so pipelined requests of one connection run in parallel and a slow one
+// holds up no other; replies go out in the order they finish.
 #ifndef KEYCELL_CELL_SERVER_H
 #define KEYCELL_CELL_SERVER_H
 
+#include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -40,23 +44,37 @@ class Server {
  private:
   struct Connection;
   struct Watcher;
+  struct Task;
 
   void WorkerLoop();
-  // Returns false when the connection must be closed.
-  bool Service(Connection &connection, uint32_t events);
-  // Handles the first complete request in the input. Returns false when the
-  // input contains no complete request.
-  bool HandleOne(Connection &connection);
-  bool HandleOneSizePrefixed(Connection &connection);
+  // Reads |connection| and queues its complete requests. Runs with the
+  // connection's read turn, which one worker holds at a time.
+  void ReadTurn(const std::shared_ptr<Connection> &connection);
+  // Handles the size-prefixed requests in the input in order. Returns false
+  // when the connection must close.
+  bool HandleSizePrefixed(Connection &connection);
   bool ReadAvailable(Connection &connection);
-  bool Flush(Connection &connection);
-  void Rearm(Connection &connection);
-  void Close(Connection *connection);
+  void RunTask(Task &task);
+  void Queue(std::unique_ptr<Task> task);
+  // Appends |reply| to the connection's output and sends what the socket
+  // takes. Requires the connection's mutex.
+  void SendLocked(Connection &connection, protocol::WipingBuffer &reply);
+  // Gives up the read turn and arms the connection for reading again,
+  // unless unsent replies have reached the limit. Requires the mutex.
+  void EndTurnLocked(Connection &connection);
+  void ArmLocked(Connection &connection, bool write);
+  void Close(const std::shared_ptr<Connection> &connection);
+  std::shared_ptr<Connection> Find(uint64_t id) const;
 
   Dispatcher &dispatcher_;
   UniqueFd epoll_;
+  UniqueFd tasks_ready_;  // eventfd in semaphore mode, one count per task.
+  std::mutex tasks_mutex_;
+  std::deque<std::unique_ptr<Task>> tasks_;
   mutable std::mutex mutex_;
-  std::unordered_set<Connection *> connections_;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<Connection>> connections_;
+  std::unordered_map<uint64_t, std::unique_ptr<Watcher>> watchers_;
 };
 
 }  // namespace kc::cell
