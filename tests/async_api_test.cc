@@ -193,7 +193,7 @@ TEST_F(AsyncApi, FinishBeforeCompletion) {
   EvpPkeyPtr key = LoadCellKey(cell_.get(), KeyPath("p256"), nullptr, &error_);
   ASSERT_NE(key, nullptr) << error_;
   pid_t cell_pid = keycell_cell_pid(cell_.get());
-  ASSERT_EQ(kill(cell_pid, SIGSTOP), 0);
+  ASSERT_TRUE(StopProcess(cell_pid));
   const unsigned char message[] = "stopped";
   OperationPtr operation(keycell_sign_start(
       key.get(), "SHA256", 0, message, sizeof(message), err_, sizeof(err_)));
@@ -223,7 +223,7 @@ TEST_F(AsyncApi, CellDeathFailsPending) {
       LoadCellKey(cell_.get(), KeyPath("rsa4096"), nullptr, &error_);
   ASSERT_NE(key, nullptr) << error_;
   pid_t cell_pid = keycell_cell_pid(cell_.get());
-  ASSERT_EQ(kill(cell_pid, SIGSTOP), 0);
+  ASSERT_TRUE(StopProcess(cell_pid));
   std::vector<OperationPtr> operations;
   const unsigned char message[] = "never signed";
   for (int i = 0; i < 8; ++i) {
@@ -246,6 +246,45 @@ TEST_F(AsyncApi, CellDeathFailsPending) {
   EXPECT_EQ(keycell_sign_start(key.get(), "SHA256", 0, message, sizeof(message),
                                err_, sizeof(err_)),
             nullptr);
+}
+
+// Requests pipelined on one connection run on different workers, so a
+// quick signature overtakes a slow one sent before it.
+TEST(AsyncApiOrder, QuickSignatureOvertakesSlowOne) {
+  std::string error;
+  std::unique_ptr<keycell_options, decltype(&keycell_options_free)> options(
+      keycell_options_new(), keycell_options_free);
+  ASSERT_NE(options, nullptr);
+  ASSERT_EQ(keycell_options_set_workers(options.get(), 4), 1);
+  CellPtr cell = StartCell(options.get(), &error);
+  ASSERT_NE(cell, nullptr) << error;
+  EvpPkeyPtr slow_key =
+      LoadCellKey(cell.get(), KeyPath("rsa8192"), nullptr, &error);
+  ASSERT_NE(slow_key, nullptr) << error;
+  EvpPkeyPtr quick_key =
+      LoadCellKey(cell.get(), KeyPath("p256"), nullptr, &error);
+  ASSERT_NE(quick_key, nullptr) << error;
+
+  char err[KEYCELL_ERROR_SIZE] = {};
+  const unsigned char message[] = "order";
+  std::vector<OperationPtr> slow;
+  for (int i = 0; i < 3; ++i) {
+    slow.emplace_back(keycell_sign_start(slow_key.get(), "SHA256", 0, message,
+                                         sizeof(message), err, sizeof(err)));
+    ASSERT_NE(slow.back(), nullptr) << err;
+  }
+  std::vector<OperationPtr> quick;
+  quick.emplace_back(keycell_sign_start(quick_key.get(), "SHA256", 0, message,
+                                        sizeof(message), err, sizeof(err)));
+  ASSERT_NE(quick.back(), nullptr) << err;
+
+  ASSERT_TRUE(WaitForAll(quick));
+  // Three RSA-8192 signatures take far longer than one P-256 signature, so
+  // at least the last of them is still running.
+  pollfd last{keycell_operation_fd(slow.back().get()), POLLIN, 0};
+  EXPECT_EQ(poll(&last, 1, 0), 0)
+      << "the P-256 signature waited for the RSA-8192 ones sent before it";
+  ASSERT_TRUE(WaitForAll(slow));
 }
 
 TEST_F(AsyncApi, InvalidArguments) {

@@ -198,7 +198,7 @@ TEST(CellDeath, StoppedCellTimesOut) {
   ASSERT_EQ(TrySign(key.get(), public_key.get()), "");
 
   pid_t cell_pid = keycell_cell_pid(cell.get());
-  ASSERT_EQ(kill(cell_pid, SIGSTOP), 0);
+  ASSERT_TRUE(StopProcess(cell_pid));
   std::string stalled = TrySign(key.get(), public_key.get());
   ASSERT_EQ(kill(cell_pid, SIGCONT), 0);
   EXPECT_NE(stalled.find("did not reply within 300 ms"), std::string::npos)

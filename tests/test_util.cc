@@ -152,6 +152,28 @@ int OpenPidfd(pid_t pid, std::string *error) {
   return pidfd;
 }
 
+bool StopProcess(pid_t pid) {
+  if (kill(pid, SIGSTOP) != 0) {
+    return false;
+  }
+  std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  for (int attempt = 0; attempt < 10000; ++attempt) {
+    std::vector<unsigned char> stat;
+    std::string error;
+    if (!ReadFile(path, &stat, &error)) {
+      return false;
+    }
+    std::string text(stat.begin(), stat.end());
+    size_t end_of_name = text.rfind(')');
+    if (end_of_name != std::string::npos && end_of_name + 2 < text.size() &&
+        text[end_of_name + 2] == 'T') {
+      return true;
+    }
+    usleep(1000);
+  }
+  return false;
+}
+
 bool WaitForExit(int pidfd, int timeout_ms, std::string *error) {
   pollfd poll_fd = {pidfd, POLLIN, 0};
   for (;;) {

@@ -96,6 +96,10 @@ bool WaitForExit(int pidfd, int timeout_ms, std::string *error);
 // Opens a pidfd for |pid|. Returns -1 with a message in |error|.
 int OpenPidfd(pid_t pid, std::string *error);
 
+// Sends SIGSTOP to |pid| and waits until the process has stopped, since
+// kill() returns before it has. Returns false after 10 seconds.
+bool StopProcess(pid_t pid);
+
 // Waits for the child |pid| and returns a description of how it ended,
 // "exit status 0" for success.
 std::string WaitForChild(pid_t pid);
