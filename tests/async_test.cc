@@ -185,6 +185,10 @@ TEST(AsyncHandshakeFault, CellDiesWhileJobsPaused) {
   for (Pair &pair : pairs) {
     ASSERT_TRUE(NewPair(server.get(), client.get(), pair));
   }
+  // A stopped cell takes the requests but answers none, so every job that
+  // pauses stays paused until the cell is killed.
+  pid_t cell_pid = keycell_cell_pid(cell.get());
+  ASSERT_TRUE(StopProcess(cell_pid));
   // Run each pair until its server waits for the cell.
   size_t paused = 0;
   for (int round = 0; round < 20 && paused < pairs.size(); ++round) {
@@ -199,7 +203,6 @@ TEST(AsyncHandshakeFault, CellDiesWhileJobsPaused) {
   }
   ASSERT_GT(paused, 0u) << "no handshake paused for the cell";
 
-  pid_t cell_pid = keycell_cell_pid(cell.get());
   int pidfd = OpenPidfd(cell_pid, &error);
   ASSERT_GE(pidfd, 0) << error;
   ASSERT_EQ(kill(cell_pid, SIGKILL), 0);

@@ -25,6 +25,9 @@ struct ThreadConnection {
   uint64_t serial;
   pid_t pid;
   int fd;
+  // Bytes received after the last awaited reply: the start of replies to
+  // requests sent without waiting, which the cell may finish in any order.
+  std::shared_ptr<protocol::WipingBuffer> unread;
 };
 
 struct ThreadConnections {
@@ -290,7 +293,8 @@ Result<int> CellClient::ConnectionForThisThread() {
   if (!status.ok()) {
     return status;
   }
-  list.push_back({serial_, self, fd});
+  list.push_back(
+      {serial_, self, fd, std::make_shared<protocol::WipingBuffer>()});
   return fd;
 }
 
@@ -330,19 +334,28 @@ Status CellClient::Exchange(protocol::WipingBuffer &frame, bool wait,
   if (!wait) {
     return Status::Ok();
   }
-  Status status = ReadReply(*fd, id, reply);
+  protocol::WipingBuffer *unread = nullptr;
+  for (ThreadConnection &connection : thread_connections.list) {
+    if (connection.fd == *fd && connection.serial == serial_) {
+      unread = connection.unread.get();
+    }
+  }
+  Status status = ReadReply(*fd, id, *unread, reply);
   if (!status.ok() && status.code() >= Code::kCellGone) {
     DropConnection(serial_);
   }
   return status;
 }
 
-Status CellClient::ReadReply(int fd, uint64_t id, Reply &reply) {
+Status CellClient::ReadReply(int fd, uint64_t id,
+                             protocol::WipingBuffer &unread, Reply &reply) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(timeout_ms_);
   protocol::WipingBuffer &buffer = reply.buffer;
   buffer.Clear();
+  buffer.Append(unread.data(), unread.size());
+  unread.Clear();
   for (;;) {
     protocol::Frame frame;
     protocol::SplitResult split = protocol::SplitFrame(buffer.span(), frame);
@@ -357,11 +370,13 @@ Status CellClient::ReadReply(int fd, uint64_t id, Reply &reply) {
         buffer.Consume(frame.size());
         continue;
       }
-      if (frame.header.id != id || frame.size() != buffer.size()) {
+      if (frame.header.id > id) {
         return Status(Code::kProtocol,
-                      "the cell sent a reply to a request "
-                      "that was not made");
+                      "the cell sent a reply to a request that was not "
+                      "made");
       }
+      // Replies to earlier requests sent without waiting may follow.
+      unread.Append(buffer.data() + frame.size(), buffer.size() - frame.size());
       reply.header = frame.header;
       reply.payload = frame.payload;
       return ReplyStatus(frame);

@@ -101,7 +101,8 @@ class CellClient {
       protocol::WipingBuffer &frame);
   Result<int> ConnectionForThisThread();
   Status OpenConnection(int &fd, protocol::Framing framing);
-  Status ReadReply(int fd, uint64_t id, Reply &reply);
+  Status ReadReply(int fd, uint64_t id, protocol::WipingBuffer &unread,
+                   Reply &reply);
   Status MarkGone();
   bool CellStillRunning() const;
 
