@@ -268,6 +268,9 @@ void Server::ReadTurn(const std::shared_ptr<Connection> &connection) {
       return;
     }
   }
+  // The last request of the turn runs on this worker once the turn is
+  // over, so a lone request needs no hand-over to another thread.
+  std::unique_ptr<Task> last;
   for (int taken = 0; taken < kMaxRequestsPerTurn; ++taken) {
     protocol::Frame frame;
     protocol::SplitResult split =
@@ -290,14 +293,24 @@ void Server::ReadTurn(const std::shared_ptr<Connection> &connection) {
     task->frame.Append(frame.payload.data() - protocol::kHeaderSize,
                        frame.size());
     connection->input.Consume(frame.size());
-    Queue(std::move(task));
+    if (last != nullptr) {
+      Queue(std::move(last));
+    }
+    last = std::move(task);
   }
   if (connection->peer_closed) {
-    // The queued requests still run, and a key release among them still
-    // takes effect; their replies have no reader.
+    // The requests still run, and a key release among them still takes
+    // effect; their replies have no reader.
     Close(connection);
-    return;
+  } else {
+    ContinueOrEndTurn(connection);
   }
+  if (last != nullptr) {
+    RunTask(*last);
+  }
+}
+
+void Server::ContinueOrEndTurn(const std::shared_ptr<Connection> &connection) {
   protocol::Frame next;
   if (protocol::SplitFrame(connection->input.span(), next) !=
       protocol::SplitResult::kNeedMore) {
@@ -405,6 +418,11 @@ bool Server::ReadAvailable(Connection &connection) {
     if (n > 0) {
       connection.input.Append(chunk, static_cast<size_t>(n));
       OPENSSL_cleanse(chunk, static_cast<size_t>(n));
+      if (static_cast<size_t>(n) < sizeof(chunk)) {
+        // The socket is drained for now; bytes that arrive later arm the
+        // read entry again, so asking once more would only return EAGAIN.
+        return true;
+      }
       continue;
     }
     if (n == 0) {

@@ -50,6 +50,9 @@ class Server {
   // Reads |connection| and queues its complete requests. Runs with the
   // connection's read turn, which one worker holds at a time.
   void ReadTurn(const std::shared_ptr<Connection> &connection);
+  // Queues a continuation of the read turn when complete requests are
+  // still buffered, and otherwise ends the turn.
+  void ContinueOrEndTurn(const std::shared_ptr<Connection> &connection);
   // Handles the size-prefixed requests in the input in order. Returns false
   // when the connection must close.
   bool HandleSizePrefixed(Connection &connection);
