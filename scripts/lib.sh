@@ -16,6 +16,14 @@ KEYCELL_PACKAGES=(
   libseccomp-dev
 )
 
+# Debian packages that the libFuzzer build (scripts/fuzz.sh) needs as well.
+# shellcheck disable=SC2034
+KEYCELL_FUZZ_PACKAGES=(
+  clang-14
+  libclang-rt-14-dev
+  llvm-14
+)
+
 # Root directory of the repository (the parent of scripts/), for the scripts
 # that source this file.
 # shellcheck disable=SC2034
@@ -43,17 +51,22 @@ missing_packages() {
   done
 }
 
-# Installs the packages in KEYCELL_PACKAGES that are missing, with apt-get
-# update followed by apt-get install -y. Uses sudo when not run as root.
+# Installs the packages given as arguments, or those in KEYCELL_PACKAGES
+# without arguments, that are missing, with apt-get update followed by
+# apt-get install -y. Uses sudo when not run as root.
 install_missing_packages() {
+  local -a wanted=("$@")
+  if ((${#wanted[@]} == 0)); then
+    wanted=("${KEYCELL_PACKAGES[@]}")
+  fi
   if ! command -v dpkg-query >/dev/null; then
     log "dpkg-query not found: not a Debian system, so packages are not" \
-      "installed. keycell needs: ${KEYCELL_PACKAGES[*]}"
+      "installed. keycell needs: ${wanted[*]}"
     return 0
   fi
 
   local -a missing
-  mapfile -t missing < <(missing_packages "${KEYCELL_PACKAGES[@]}")
+  mapfile -t missing < <(missing_packages "${wanted[@]}")
   if ((${#missing[@]} == 0)); then
     log "all required Debian packages are installed"
     return 0

@@ -2,10 +2,11 @@
 # Builds keycell and runs its test suites with the CMake presets.
 #
 # Usage: scripts/test.sh [PRESET...]
-#   PRESET is default, asan or tsan. Without arguments all three run, in that
-#   order. Each preset runs
+#   PRESET is default, asan, tsan or fuzz. Without arguments all four run,
+#   in that order. Each of the first three runs
 #     cmake --preset P && cmake --build --preset P && ctest --preset P
-#   in build/P. Missing Debian packages are installed first.
+#   in build/P. fuzz runs every libFuzzer target for a short smoke run with
+#   scripts/fuzz.sh. Missing Debian packages are installed first.
 #
 # Environment:
 #   KEYCELL_CTEST_JOBS  tests that ctest runs at once (default: nproc)
@@ -18,19 +19,26 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$KEYCELL_ROOT"
 
-all_presets=(default asan tsan)
+all_presets=(default asan tsan fuzz)
+# Seconds that each fuzz target runs in the smoke run.
+fuzz_seconds=10
 presets=("$@")
 if ((${#presets[@]} == 0)); then
   presets=("${all_presets[@]}")
 fi
 for preset in "${presets[@]}"; do
   case "$preset" in
-    default | asan | tsan) ;;
+    default | asan | tsan | fuzz) ;;
     *) die "unknown preset '$preset': expected one of ${all_presets[*]}" ;;
   esac
 done
 
 install_missing_packages
+for preset in "${presets[@]}"; do
+  if [[ "$preset" == fuzz ]]; then
+    install_missing_packages "${KEYCELL_FUZZ_PACKAGES[@]}"
+  fi
+done
 
 jobs="${KEYCELL_CTEST_JOBS:-$(nproc)}"
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] \
@@ -79,8 +87,25 @@ run_preset() {
   return "$status"
 }
 
+# run_fuzz runs the fuzz smoke run and counts each target as one test.
+run_fuzz() {
+  local targets=4  # The targets that scripts/fuzz.sh runs.
+  log "[fuzz] $targets targets, $fuzz_seconds s each"
+  if ! bash scripts/fuzz.sh "$fuzz_seconds"; then
+    summary+=("fuzz: a target failed (see build/fuzz/<target>.log)")
+    total_failed=$((total_failed + 1))
+    return 1
+  fi
+  summary+=("fuzz: $targets targets ran $fuzz_seconds s each without a finding")
+  total_passed=$((total_passed + targets))
+}
+
 mkdir -p build
 for preset in "${presets[@]}"; do
+  if [[ "$preset" == fuzz ]]; then
+    run_fuzz || failed_presets+=("$preset")
+    continue
+  fi
   if ! run_preset "$preset"; then
     failed_presets+=("$preset")
   fi
