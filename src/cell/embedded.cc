@@ -14,6 +14,7 @@
 
 #include "cell/dispatcher.h"
 #include "cell/key_store.h"
+#include "cell/sandbox.h"
 #include "cell/server.h"
 
 namespace kc::cell {
@@ -138,7 +139,14 @@ void RunEmbeddedCell(int control_fd, unsigned workers) {
   if (!watched.ok()) {
     _exit(1);
   }
-  server.Run(workers);
+  server.Run(workers, [] {
+    // The embedded API has no log, so a cell that cannot confine itself
+    // does not run; its server sees keycell_start succeed and every later
+    // operation fail with "cell process is not running".
+    if (!InstallSyscallFilter().ok()) {
+      _exit(1);
+    }
+  });
 }
 
 }  // namespace kc::cell

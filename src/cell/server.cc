@@ -167,13 +167,23 @@ Status Server::Watch(int fd, std::function<void()> on_ready) {
   return Status::Ok();
 }
 
-void Server::Run(unsigned workers) {
+void Server::Run(unsigned workers, const std::function<void()> &started) {
   if (workers == 0) {
     workers = 1;
   }
+  // Until |started| has run, the new threads wait here rather than serve.
+  std::mutex start_mutex;
+  std::unique_lock start_lock(start_mutex);
   for (unsigned i = 1; i < workers; ++i) {
-    std::thread(&Server::WorkerLoop, this).detach();
+    std::thread([this, &start_mutex] {
+      { std::lock_guard wait(start_mutex); }
+      WorkerLoop();
+    }).detach();
   }
+  if (started) {
+    started();
+  }
+  start_lock.unlock();
   WorkerLoop();
   _exit(1);  // WorkerLoop does not return.
 }

@@ -36,8 +36,11 @@ class Server {
   // runs on one worker at a time. |fd| stays owned by the caller.
   Status Watch(int fd, std::function<void()> on_ready);
 
-  // Runs |workers| threads, the caller's included, forever.
-  [[noreturn]] void Run(unsigned workers);
+  // Runs |workers| threads, the caller's included, forever. |started|, if
+  // set, runs once every worker thread exists and before any request is
+  // served; it exits the process if it fails.
+  [[noreturn]] void Run(unsigned workers,
+                        const std::function<void()> &started = nullptr);
 
   size_t connection_count() const;
 

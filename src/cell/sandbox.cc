@@ -1,0 +1,100 @@
+#include "cell/sandbox.h"
+
+#include <fcntl.h>
+#include <seccomp.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace kc::cell {
+namespace {
+
+struct FilterDeleter {
+  void operator()(scmp_filter_ctx filter) const { seccomp_release(filter); }
+};
+using Filter = std::unique_ptr<void, FilterDeleter>;
+
+// System calls that serve requests, manage memory and threads that already
+// exist, read files, and switch users.
+constexpr int kAllowed[] = {
+    // Connections and the event loop.
+    SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
+    SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
+    SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
+    SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(shutdown), SCMP_SYS(close),
+    SCMP_SYS(fcntl), SCMP_SYS(dup), SCMP_SYS(getsockopt),
+    // Memory and threads.
+    SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect),
+    SCMP_SYS(madvise), SCMP_SYS(brk), SCMP_SYS(futex), SCMP_SYS(sched_yield),
+    SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_setaffinity),
+    SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(membarrier),
+    // Time, randomness and identity.
+    SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+    SCMP_SYS(gettimeofday), SCMP_SYS(getrandom), SCMP_SYS(getpid),
+    SCMP_SYS(gettid), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid),
+    SCMP_SYS(getegid), SCMP_SYS(getgroups),
+    // Reading key files, passphrase files and the user database.
+    SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(lseek),
+    SCMP_SYS(pread64),
+    // Dropping privileges.
+    SCMP_SYS(setuid), SCMP_SYS(setgid), SCMP_SYS(setresuid),
+    SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(prctl),
+    // Signals and exit.
+    SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+    SCMP_SYS(tgkill), SCMP_SYS(exit), SCMP_SYS(exit_group),
+    SCMP_SYS(restart_syscall),
+};
+
+// System calls whose use can only mean that the cell has been taken over.
+constexpr int kFatal[] = {
+    SCMP_SYS(execve),           SCMP_SYS(execveat),
+    SCMP_SYS(ptrace),           SCMP_SYS(process_vm_writev),
+    SCMP_SYS(process_vm_readv), SCMP_SYS(kexec_load),
+};
+
+Status FilterError(const char *what, int error) {
+  return Status(Code::kInternal, std::string("cannot install the system call "
+                                             "filter: ") +
+                                     what + ": " + std::strerror(-error));
+}
+
+}  // namespace
+
+Status InstallSyscallFilter() {
+  Filter filter(seccomp_init(SCMP_ACT_ERRNO(EPERM)));
+  if (filter == nullptr) {
+    return Status(Code::kInternal,
+                  "cannot install the system call filter: seccomp_init "
+                  "failed");
+  }
+  int error = seccomp_attr_set(filter.get(), SCMP_FLTATR_CTL_TSYNC, 1);
+  if (error != 0) {
+    return FilterError("synchronising threads", error);
+  }
+  for (int call : kAllowed) {
+    error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, call, 0);
+    if (error != 0) {
+      return FilterError("adding a rule", error);
+    }
+  }
+  // Files open for reading only.
+  error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
+                           SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDONLY));
+  if (error != 0) {
+    return FilterError("adding the openat rule", error);
+  }
+  for (int call : kFatal) {
+    error = seccomp_rule_add(filter.get(), SCMP_ACT_KILL_PROCESS, call, 0);
+    if (error != 0) {
+      return FilterError("adding a fatal rule", error);
+    }
+  }
+  error = seccomp_load(filter.get());
+  if (error != 0) {
+    return FilterError("loading", error);
+  }
+  return Status::Ok();
+}
+
+}  // namespace kc::cell
