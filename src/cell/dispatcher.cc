@@ -19,6 +19,8 @@ using protocol::Frame;
 using protocol::MessageType;
 using protocol::WipingBuffer;
 
+}  // namespace
+
 Status SwitchUser(std::string_view user) {
   std::string name(user);
   std::vector<char> buffer(16384);
@@ -54,14 +56,16 @@ Status SwitchUser(std::string_view user) {
   return Status::Ok();
 }
 
-}  // namespace
-
 Dispatcher::Dispatcher(KeyStore &keys,
                        std::function<void(const std::string &)> log)
     : keys_(keys), log_(std::move(log)) {}
 
-Dispatcher::Outcome Dispatcher::Handle(const Frame &request,
-                                       WipingBuffer &out) {
+Dispatcher::Dispatcher(KeyCatalog &catalog,
+                       std::function<void(const std::string &)> log)
+    : keys_(unused_keys_), catalog_(&catalog), log_(std::move(log)) {}
+
+Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
+                                       ConnectionContext *context) {
   if (request.header.version != protocol::kVersion) {
     ReplyError(request,
                Status(Code::kUnsupportedVersion,
@@ -76,15 +80,41 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request,
   if (request.header.status != 0) {
     return Reject(request, "a request carries a nonzero status", out);
   }
-  switch (static_cast<MessageType>(request.header.type)) {
+  if (catalog_ != nullptr && context == nullptr) {
+    ReplyError(request,
+               Status(Code::kInternal, "a daemon connection has no context"),
+               out);
+    return Outcome::kClose;
+  }
+  auto type = static_cast<MessageType>(request.header.type);
+  bool daemon_only =
+      type == MessageType::kOpenKey || type == MessageType::kStatus;
+  bool embedded_only =
+      type == MessageType::kLoadKey || type == MessageType::kDropPrivileges;
+  if ((catalog_ == nullptr && daemon_only) ||
+      (catalog_ != nullptr && embedded_only)) {
+    ReplyError(request,
+               Status(Code::kForbidden,
+                      catalog_ == nullptr
+                          ? "this request is served by keycelld only"
+                          : "keycelld does not serve this request; open a "
+                            "configured key instead"),
+               out);
+    return Outcome::kReplied;
+  }
+  switch (type) {
+    case MessageType::kOpenKey:
+      return HandleOpenKey(request, *context, out);
+    case MessageType::kStatus:
+      return HandleStatus(request, out);
     case MessageType::kLoadKey:
       return HandleLoadKey(request, out);
     case MessageType::kSign:
-      return HandleSign(request, out);
+      return HandleSign(request, out, context);
     case MessageType::kDecrypt:
-      return HandleDecrypt(request, out);
+      return HandleDecrypt(request, out, context);
     case MessageType::kReleaseKey:
-      return HandleReleaseKey(request, out);
+      return HandleReleaseKey(request, out, context);
     case MessageType::kDropPrivileges:
       return HandleDropPrivileges(request, out);
     case MessageType::kPing:
@@ -176,24 +206,30 @@ Dispatcher::Outcome Dispatcher::HandleLoadKey(const Frame &request,
 }
 
 Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
-                                           WipingBuffer &out) {
+                                           WipingBuffer &out,
+                                           ConnectionContext *context) {
   protocol::SignRequest message;
   if (!protocol::Decode(request.payload, message)) {
     return Reject(request, "invalid sign request", out);
   }
-  std::shared_ptr<const CellKey> key = keys_.Find(message.key_id);
-  if (key == nullptr) {
+  std::shared_ptr<const CellKey> key;
+  std::shared_ptr<KeyCounters> key_counters;
+  Status usable = FindUsableKey(message.key_id, context, key, key_counters);
+  if (!usable.ok()) {
     counters_.failures++;
-    ReplyError(request,
-               Status(Code::kUnknownKey,
-                      "no key with id " + std::to_string(message.key_id)),
-               out);
+    if (key_counters != nullptr) {
+      key_counters->failures++;
+    }
+    ReplyError(request, usable, out);
     return Outcome::kReplied;
   }
   std::vector<uint8_t> signature;
   Status status = Sign(*key, message, signature);
   if (!status.ok()) {
     counters_.failures++;
+    if (key_counters != nullptr) {
+      key_counters->failures++;
+    }
     if (log_) {
       log_("signing with key " + std::to_string(message.key_id) +
            " failed: " + status.message());
@@ -202,30 +238,39 @@ Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
     return Outcome::kReplied;
   }
   counters_.signatures++;
+  if (key_counters != nullptr) {
+    key_counters->signatures++;
+  }
   protocol::SignReply reply{signature};
   protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
   return Outcome::kReplied;
 }
 
 Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
-                                              WipingBuffer &out) {
+                                              WipingBuffer &out,
+                                              ConnectionContext *context) {
   protocol::DecryptRequest message;
   if (!protocol::Decode(request.payload, message)) {
     return Reject(request, "invalid decrypt request", out);
   }
-  std::shared_ptr<const CellKey> key = keys_.Find(message.key_id);
-  if (key == nullptr) {
+  std::shared_ptr<const CellKey> key;
+  std::shared_ptr<KeyCounters> key_counters;
+  Status usable = FindUsableKey(message.key_id, context, key, key_counters);
+  if (!usable.ok()) {
     counters_.failures++;
-    ReplyError(request,
-               Status(Code::kUnknownKey,
-                      "no key with id " + std::to_string(message.key_id)),
-               out);
+    if (key_counters != nullptr) {
+      key_counters->failures++;
+    }
+    ReplyError(request, usable, out);
     return Outcome::kReplied;
   }
   WipingBuffer plaintext;
   Status status = Decrypt(*key, message, plaintext);
   if (!status.ok()) {
     counters_.failures++;
+    if (key_counters != nullptr) {
+      key_counters->failures++;
+    }
     if (log_ && status.code() == Code::kForbidden) {
       log_("decryption with key " + std::to_string(message.key_id) +
            " rejected: " + status.message());
@@ -234,18 +279,33 @@ Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
     return Outcome::kReplied;
   }
   counters_.decryptions++;
+  if (key_counters != nullptr) {
+    key_counters->decryptions++;
+  }
   protocol::DecryptReply reply{plaintext.span()};
   protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
   return Outcome::kReplied;
 }
 
 Dispatcher::Outcome Dispatcher::HandleReleaseKey(const Frame &request,
-                                                 WipingBuffer &out) {
+                                                 WipingBuffer &out,
+                                                 ConnectionContext *context) {
   protocol::ReleaseKeyRequest message;
   if (!protocol::Decode(request.payload, message)) {
     return Reject(request, "invalid release-key request", out);
   }
-  if (!keys_.Remove(message.key_id)) {
+  if (catalog_ != nullptr) {
+    // In daemon mode a release only closes the key for this connection.
+    std::lock_guard lock(context->mutex);
+    if (context->opened_keys.erase(message.key_id) == 0) {
+      ReplyError(
+          request,
+          Status(Code::kUnknownKey, "this connection has not opened key id " +
+                                        std::to_string(message.key_id)),
+          out);
+      return Outcome::kReplied;
+    }
+  } else if (!keys_.Remove(message.key_id)) {
     ReplyError(request,
                Status(Code::kUnknownKey,
                       "no key with id " + std::to_string(message.key_id)),

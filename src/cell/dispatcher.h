@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "cell/key_catalog.h"
 #include "cell/key_store.h"
 #include "protocol/frame.h"
 
@@ -26,13 +27,19 @@ class Dispatcher {
   // |log| receives one line per rejected or failed request; it may be
   // empty. Lines never contain key material, passphrases or signed data.
   Dispatcher(KeyStore &keys, std::function<void(const std::string &)> log);
+  // A dispatcher in daemon mode: keys come from |catalog| by name through
+  // open-key requests, load-key and drop-privileges requests are forbidden,
+  // and every request needs its connection's context.
+  Dispatcher(KeyCatalog &catalog, std::function<void(const std::string &)> log);
 
   enum class Outcome { kReplied, kClose };
 
   // Handles one request and appends exactly one reply frame to |out|. On
   // kClose the request was malformed: the reply says so and the caller
   // closes the connection after sending it.
-  Outcome Handle(const protocol::Frame &request, protocol::WipingBuffer &out);
+  // In daemon mode, |context| is the connection's peer and opened keys.
+  Outcome Handle(const protocol::Frame &request, protocol::WipingBuffer &out,
+                 ConnectionContext *context = nullptr);
 
   // Appends the reply to a frame whose header announced a payload above
   // protocol::kMaxPayload; the caller then closes the connection.
@@ -48,22 +55,41 @@ class Dispatcher {
   Outcome HandleLoadKey(const protocol::Frame &request,
                         protocol::WipingBuffer &out);
   Outcome HandleSign(const protocol::Frame &request,
-                     protocol::WipingBuffer &out);
+                     protocol::WipingBuffer &out, ConnectionContext *context);
   Outcome HandleDecrypt(const protocol::Frame &request,
-                        protocol::WipingBuffer &out);
+                        protocol::WipingBuffer &out,
+                        ConnectionContext *context);
   Outcome HandleReleaseKey(const protocol::Frame &request,
-                           protocol::WipingBuffer &out);
+                           protocol::WipingBuffer &out,
+                           ConnectionContext *context);
   Outcome HandleDropPrivileges(const protocol::Frame &request,
                                protocol::WipingBuffer &out);
+  Outcome HandleOpenKey(const protocol::Frame &request,
+                        ConnectionContext &context,
+                        protocol::WipingBuffer &out);
+  Outcome HandleStatus(const protocol::Frame &request,
+                       protocol::WipingBuffer &out);
+  // Finds the key that a sign or decrypt request names. In daemon mode the
+  // connection must have opened it and still be allowed to use it, and
+  // |counters| receives the key's counters.
+  Status FindUsableKey(uint32_t id, ConnectionContext *context,
+                       std::shared_ptr<const CellKey> &key,
+                       std::shared_ptr<KeyCounters> &counters);
   Outcome Reject(const protocol::Frame &request, const std::string &reason,
                  protocol::WipingBuffer &out);
   void ReplyError(const protocol::Frame &request, const Status &status,
                   protocol::WipingBuffer &out);
 
   KeyStore &keys_;
+  KeyStore unused_keys_;  // keys_ in daemon mode, where it stays empty.
+  KeyCatalog *catalog_ = nullptr;  // Set in daemon mode only.
   std::function<void(const std::string &)> log_;
   CellCounters counters_;
 };
+
+// Switches the process to |user|'s uid, primary group and supplementary
+// groups, and checks that it cannot regain root.
+Status SwitchUser(std::string_view user);
 
 }  // namespace kc::cell
 

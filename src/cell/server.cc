@@ -47,6 +47,7 @@ struct Server::Connection : std::enable_shared_from_this<Connection> {
   // write is an epoll entry of its own, independent of the read turn.
   UniqueFd write_fd;
   protocol::Framing framing = protocol::Framing::kPlain;
+  std::shared_ptr<ConnectionContext> context;  // Daemon connections only.
   // Touched only by the worker that holds the read turn.
   protocol::WipingBuffer input;
   bool peer_closed = false;
@@ -105,7 +106,8 @@ std::shared_ptr<Server::Connection> Server::Find(uint64_t id) const {
   return it == connections_.end() ? nullptr : it->second;
 }
 
-Status Server::AddConnection(UniqueFd fd, protocol::Framing framing) {
+Status Server::AddConnection(UniqueFd fd, protocol::Framing framing,
+                             std::shared_ptr<ConnectionContext> context) {
   int flags = fcntl(fd.get(), F_GETFL);
   if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return Status(Code::kInternal,
@@ -119,6 +121,7 @@ Status Server::AddConnection(UniqueFd fd, protocol::Framing framing) {
   }
   connection->fd = std::move(fd);
   connection->framing = framing;
+  connection->context = std::move(context);
   {
     std::lock_guard lock(mutex_);
     connection->id = next_id_++;
@@ -348,7 +351,8 @@ void Server::RunTask(Task &task) {
     return;  // Split once already; cannot happen.
   }
   protocol::WipingBuffer reply;
-  Dispatcher::Outcome outcome = dispatcher_.Handle(frame, reply);
+  Dispatcher::Outcome outcome =
+      dispatcher_.Handle(frame, reply, connection.context.get());
   std::lock_guard lock(connection.mutex);
   if (connection.closed) {
     return;
@@ -388,7 +392,8 @@ bool Server::HandleSizePrefixed(Connection &connection) {
             reply);
         keep = false;
       } else {
-        if (dispatcher_.Handle(frame, reply) == Dispatcher::Outcome::kClose) {
+        if (dispatcher_.Handle(frame, reply, connection.context.get()) ==
+            Dispatcher::Outcome::kClose) {
           keep = false;
         } else if (frame.header.type ==
                    static_cast<uint8_t>(protocol::MessageType::kReleaseKey)) {

@@ -28,9 +28,11 @@ class Server {
   Status Init();
 
   // Serves requests arriving on the stream socket |fd|, whose frames are
-  // delimited as |framing| specifies.
+  // delimited as |framing| specifies. A daemon passes the connection's
+  // |context|, which the dispatcher receives with each request.
   Status AddConnection(UniqueFd fd,
-                       protocol::Framing framing = protocol::Framing::kPlain);
+                       protocol::Framing framing = protocol::Framing::kPlain,
+                       std::shared_ptr<ConnectionContext> context = nullptr);
 
   // Calls |on_ready| on a worker whenever |fd| is readable or hung up; it
   // runs on one worker at a time. |fd| stays owned by the caller.

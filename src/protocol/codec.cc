@@ -118,6 +118,11 @@ void Writer::U32(uint32_t value) {
   out_.Append(bytes, sizeof(bytes));
 }
 
+void Writer::U64(uint64_t value) {
+  U32(static_cast<uint32_t>(value >> 32));
+  U32(static_cast<uint32_t>(value));
+}
+
 void Writer::String(std::string_view value) {
   // Callers bound their strings well below 64 KiB; a longer one is cut so
   // that the length field stays true.
@@ -154,6 +159,12 @@ uint16_t Reader::U16() {
 uint32_t Reader::U32() {
   const uint8_t *p = Take(4);
   return p == nullptr ? 0 : GetU32(p);
+}
+
+uint64_t Reader::U64() {
+  uint64_t high = U32();
+  uint64_t low = U32();
+  return (high << 32) | low;
 }
 
 std::string_view Reader::String() {

@@ -73,6 +73,7 @@ class Writer {
   void U8(uint8_t value);
   void U16(uint16_t value);
   void U32(uint32_t value);
+  void U64(uint64_t value);
   void I32(int32_t value) { U32(static_cast<uint32_t>(value)); }
   // A string is a u16 length and that many bytes, with no terminator.
   void String(std::string_view value);
@@ -92,11 +93,13 @@ class Reader {
   uint8_t U8();
   uint16_t U16();
   uint32_t U32();
+  uint64_t U64();
   int32_t I32() { return static_cast<int32_t>(U32()); }
   std::string_view String();
   std::span<const uint8_t> Bytes();
 
   bool ok() const { return ok_; }
+  size_t remaining() const { return in_.size(); }
   // True when every byte was read and no read failed.
   bool Finished() const { return ok_ && in_.empty(); }
 

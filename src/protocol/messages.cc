@@ -149,6 +149,70 @@ bool Decode(std::span<const uint8_t> in, DropPrivilegesRequest &message) {
          !message.user.empty();
 }
 
+void Encode(Writer &out, const OpenKeyRequest &message) {
+  out.String(message.name);
+}
+
+bool Decode(std::span<const uint8_t> in, OpenKeyRequest &message) {
+  Reader reader(in);
+  message.name = reader.String();
+  return reader.Finished() && ValidString(message.name) &&
+         !message.name.empty();
+}
+
+void Encode(Writer &out, const OpenKeyReply &message) {
+  out.U32(message.key_id);
+  out.U8(static_cast<uint8_t>(message.type));
+  out.Bytes(message.public_key);
+}
+
+bool Decode(std::span<const uint8_t> in, OpenKeyReply &message) {
+  Reader reader(in);
+  message.key_id = reader.U32();
+  message.type = static_cast<KeyType>(reader.U8());
+  message.public_key = reader.Bytes();
+  return reader.Finished() && KeyTypeName(message.type) != nullptr;
+}
+
+void Encode(Writer &out, const StatusReply &message) {
+  out.U32(static_cast<uint32_t>(message.keys.size()));
+  for (const KeyStatus &key : message.keys) {
+    out.String(key.name);
+    out.U8(static_cast<uint8_t>(key.type));
+    out.String(key.fingerprint);
+    out.U64(key.signatures);
+    out.U64(key.decryptions);
+    out.U64(key.failures);
+  }
+}
+
+bool Decode(std::span<const uint8_t> in, StatusReply &message) {
+  // The smallest entry: two empty strings, a type byte and three counters.
+  constexpr size_t kMinEntrySize = 2 + 1 + 2 + 3 * 8;
+  Reader reader(in);
+  uint32_t count = reader.U32();
+  if (!reader.ok() || count > reader.remaining() / kMinEntrySize) {
+    return false;
+  }
+  message.keys.clear();
+  message.keys.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    KeyStatus key;
+    key.name = reader.String();
+    key.type = static_cast<KeyType>(reader.U8());
+    key.fingerprint = reader.String();
+    key.signatures = reader.U64();
+    key.decryptions = reader.U64();
+    key.failures = reader.U64();
+    if (!reader.ok() || KeyTypeName(key.type) == nullptr ||
+        !ValidString(key.name) || !ValidString(key.fingerprint)) {
+      return false;
+    }
+    message.keys.push_back(key);
+  }
+  return reader.Finished();
+}
+
 void Encode(Writer &out, const ErrorReply &message) {
   out.String(message.message);
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "protocol/codec.h"
 
@@ -18,6 +19,8 @@ enum class MessageType : uint8_t {
   kReleaseKey = 4,
   kDropPrivileges = 5,
   kPing = 6,
+  kOpenKey = 7,  // keycelld only.
+  kStatus = 8,   // keycelld only.
 };
 
 enum class KeyType : uint8_t {
@@ -95,6 +98,32 @@ struct DropPrivilegesRequest {
   std::string_view user;
 };
 
+// Opens a key of keycelld by its configured name for the connection.
+struct OpenKeyRequest {
+  std::string_view name;
+};
+
+struct OpenKeyReply {
+  uint32_t key_id = 0;
+  KeyType type = KeyType::kRsa;
+  std::span<const uint8_t> public_key;  // DER SubjectPublicKeyInfo.
+};
+
+// One key in a StatusReply.
+struct KeyStatus {
+  std::string_view name;
+  KeyType type = KeyType::kRsa;
+  std::string_view fingerprint;  // SHA-256 of the SPKI DER, lowercase hex.
+  uint64_t signatures = 0;
+  uint64_t decryptions = 0;
+  uint64_t failures = 0;
+};
+
+// The reply to a status request, whose payload is empty.
+struct StatusReply {
+  std::vector<KeyStatus> keys;
+};
+
 // The payload of every reply whose status is not zero.
 struct ErrorReply {
   std::string_view message;
@@ -108,6 +137,9 @@ void Encode(Writer &out, const DecryptRequest &message);
 void Encode(Writer &out, const DecryptReply &message);
 void Encode(Writer &out, const ReleaseKeyRequest &message);
 void Encode(Writer &out, const DropPrivilegesRequest &message);
+void Encode(Writer &out, const OpenKeyRequest &message);
+void Encode(Writer &out, const OpenKeyReply &message);
+void Encode(Writer &out, const StatusReply &message);
 void Encode(Writer &out, const ErrorReply &message);
 
 // Each Decode returns false unless |in| is exactly one valid message.
@@ -119,6 +151,9 @@ bool Decode(std::span<const uint8_t> in, DecryptRequest &message);
 bool Decode(std::span<const uint8_t> in, DecryptReply &message);
 bool Decode(std::span<const uint8_t> in, ReleaseKeyRequest &message);
 bool Decode(std::span<const uint8_t> in, DropPrivilegesRequest &message);
+bool Decode(std::span<const uint8_t> in, OpenKeyRequest &message);
+bool Decode(std::span<const uint8_t> in, OpenKeyReply &message);
+bool Decode(std::span<const uint8_t> in, StatusReply &message);
 bool Decode(std::span<const uint8_t> in, ErrorReply &message);
 
 }  // namespace kc::protocol

@@ -1,0 +1,583 @@
+// keycelld and the keycell command, run as programs on a socket in a
+// temporary directory.
+#include <fcntl.h>
+#include <grp.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "cli/daemon_client.h"
+#include "protocol/messages.h"
+#include "protocol/reference.h"
+
+namespace kc {
+namespace {
+
+using cli::DaemonClient;
+using protocol::MessageType;
+
+const std::string kDataDir = KEYCELL_TEST_DATA_DIR;
+
+std::string ReadFile(const std::string &path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void WriteFile(const std::string &path, const std::string &text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+std::string KeyBlock(const std::string &name, const std::string &file,
+                     const std::string &users) {
+  return "key " + name + " {\n  file " + kDataDir + "/" + file +
+         "\n  allow_users " + users + "\n}\n";
+}
+
+// Runs |command| with a shell and returns its exit status and output.
+int RunCommand(const std::string &command, std::string &output) {
+  FILE *pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) {
+    return -1;
+  }
+  char buffer[4096];
+  output.clear();
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
+    output.append(buffer, n);
+  }
+  int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// A keycelld process with its configuration and socket in a temporary
+// directory that every user may traverse.
+class TestDaemon {
+ public:
+  TestDaemon() {
+    char pattern[] = "/tmp/keycelld-test-XXXXXX";
+    dir_ = mkdtemp(pattern);
+    chmod(dir_.c_str(), 0755);
+    socket_ = dir_ + "/keycelld.sock";
+    config_ = dir_ + "/keycelld.conf";
+  }
+  ~TestDaemon() {
+    Stop();
+    std::string ignored;
+    RunCommand("rm -rf " + dir_, ignored);
+  }
+
+  const std::string &socket() const { return socket_; }
+  const std::string &config() const { return config_; }
+  const std::string &dir() const { return dir_; }
+  pid_t pid() const { return pid_; }
+
+  void WriteConfig(const std::string &keys) {
+    WriteFile(config_,
+              "socket " + socket_ + "\nsocket_mode 0666\nworkers 2\n" + keys);
+  }
+
+  // Starts keycelld and waits until it accepts connections.
+  bool Start() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      int log = open((dir_ + "/keycelld.log").c_str(),
+                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(log, STDERR_FILENO);
+      execl(KEYCELLD_PATH, "keycelld", "--config", config_.c_str(),
+            "--foreground", nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {
+      if (DaemonClient::Connect(socket_).ok()) {
+        return true;
+      }
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  // Sends SIGTERM and returns the exit status, or -1.
+  int Stop() {
+    if (pid_ <= 0) {
+      return -1;
+    }
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  // Sends SIGHUP and waits until the log shows the reload's outcome.
+  void Reload() {
+    size_t before = Count(Log());
+    kill(pid_, SIGHUP);
+    for (int i = 0; i < 500 && Count(Log()) == before; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  std::string Log() const { return ReadFile(dir_ + "/keycelld.log"); }
+
+ private:
+  static size_t Count(const std::string &log) {
+    size_t count = 0;
+    for (size_t at = log.find("reload "); at != std::string::npos;
+         at = log.find("reload ", at + 1)) {
+      ++count;
+    }
+    return count;
+  }
+
+  std::string dir_;
+  std::string socket_;
+  std::string config_;
+  pid_t pid_ = -1;
+};
+
+Result<protocol::OpenKeyReply> OpenKey(DaemonClient &client,
+                                       const std::string &name,
+                                       std::vector<uint8_t> &storage) {
+  Result<std::vector<uint8_t>> reply =
+      client.Call(MessageType::kOpenKey, protocol::OpenKeyRequest{name});
+  if (!reply.ok()) {
+    return reply.status();
+  }
+  storage = std::move(*reply);
+  protocol::OpenKeyReply opened;
+  if (!protocol::Decode(storage, opened)) {
+    return Status(Code::kProtocol, "invalid open-key reply");
+  }
+  return opened;
+}
+
+// Signs |message| with key |id| and returns the signature.
+Result<std::vector<uint8_t>> SignMessage(DaemonClient &client, uint32_t id,
+                                         protocol::KeyType type,
+                                         const std::vector<uint8_t> &message) {
+  std::vector<uint8_t> digest(32);
+  unsigned int length = 0;
+  EVP_Digest(message.data(), message.size(), digest.data(), &length,
+             EVP_sha256(), nullptr);
+  protocol::SignRequest request;
+  request.key_id = id;
+  if (type == protocol::KeyType::kEd25519) {
+    request.input = message;
+  } else {
+    request.digest = "SHA256";
+    request.input = digest;
+    request.padding = type == protocol::KeyType::kRsa ? protocol::kPaddingPkcs1
+                                                      : protocol::kPaddingNone;
+  }
+  Result<std::vector<uint8_t>> reply = client.Call(MessageType::kSign, request);
+  if (!reply.ok()) {
+    return reply.status();
+  }
+  protocol::SignReply signature;
+  if (!protocol::Decode(*reply, signature)) {
+    return Status(Code::kProtocol, "invalid sign reply");
+  }
+  return std::vector<uint8_t>(signature.signature.begin(),
+                              signature.signature.end());
+}
+
+bool Verify(std::span<const uint8_t> public_key, protocol::KeyType type,
+            const std::vector<uint8_t> &message,
+            const std::vector<uint8_t> &signature) {
+  const uint8_t *der = public_key.data();
+  EVP_PKEY *pkey =
+      d2i_PUBKEY(nullptr, &der, static_cast<long>(public_key.size()));
+  if (pkey == nullptr) {
+    return false;
+  }
+  EVP_MD_CTX *context = EVP_MD_CTX_new();
+  const EVP_MD *md =
+      type == protocol::KeyType::kEd25519 ? nullptr : EVP_sha256();
+  bool ok = EVP_DigestVerifyInit(context, nullptr, md, nullptr, pkey) == 1 &&
+            EVP_DigestVerify(context, signature.data(), signature.size(),
+                             message.data(), message.size()) == 1;
+  EVP_MD_CTX_free(context);
+  EVP_PKEY_free(pkey);
+  return ok;
+}
+
+TEST(DaemonKeycelld, CheckAcceptsGoodConfig) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("rsa", "rsa2048-key.pem", "root") +
+                     KeyBlock("ec", "p256-key.pem", "root"));
+  std::string output;
+  EXPECT_EQ(
+      RunCommand(std::string(KEYCELLD_PATH) + " --check " + daemon.config(),
+                 output),
+      0)
+      << output;
+  EXPECT_NE(output.find("configuration valid, 2 keys"), std::string::npos)
+      << output;
+}
+
+TEST(DaemonKeycelld, CheckReportsEveryFailingKey) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("first", "missing-1.pem", "root") +
+                     KeyBlock("ok", "p256-key.pem", "root") +
+                     KeyBlock("second", "missing-2.pem", "root"));
+  std::string output;
+  EXPECT_EQ(
+      RunCommand(std::string(KEYCELLD_PATH) + " --check " + daemon.config(),
+                 output),
+      1);
+  EXPECT_NE(output.find("key 'first' failed to load"), std::string::npos)
+      << output;
+  EXPECT_NE(output.find("key 'second' failed to load"), std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("key 'ok' failed"), std::string::npos) << output;
+}
+
+TEST(DaemonKeycelld, CheckReportsSyntaxErrorLine) {
+  TestDaemon daemon;
+  WriteFile(daemon.config(), "socket /tmp/x.sock\nworkers none\n");
+  std::string output;
+  EXPECT_EQ(
+      RunCommand(std::string(KEYCELLD_PATH) + " --check " + daemon.config(),
+                 output),
+      1);
+  EXPECT_NE(output.find(daemon.config() + ":2: invalid workers"),
+            std::string::npos)
+      << output;
+}
+
+TEST(DaemonKeycelld, SignsWithRsaEcEd25519) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("rsa", "rsa2048-key.pem", "root") +
+                     KeyBlock("ec", "p256-key.pem", "root") +
+                     KeyBlock("ed", "ed25519-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok()) << client.status().message();
+  std::vector<uint8_t> message = {'h', 'e', 'l', 'l', 'o'};
+  for (const char *name : {"rsa", "ec", "ed"}) {
+    std::vector<uint8_t> storage;
+    Result<protocol::OpenKeyReply> opened = OpenKey(*client, name, storage);
+    ASSERT_TRUE(opened.ok()) << name << ": " << opened.status().message();
+    Result<std::vector<uint8_t>> signature =
+        SignMessage(*client, opened->key_id, opened->type, message);
+    ASSERT_TRUE(signature.ok()) << name << ": " << signature.status().message();
+    EXPECT_TRUE(Verify(opened->public_key, opened->type, message, *signature))
+        << name;
+  }
+  EXPECT_EQ(daemon.Stop(), 0);
+}
+
+TEST(DaemonKeycelld, DeniesOpenToOtherUid) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("root-only", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  struct passwd *nobody = getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  uid_t nobody_uid = nobody->pw_uid;
+  gid_t nobody_gid = nobody->pw_gid;
+  pid_t child = fork();
+  if (child == 0) {
+    // Exit codes: 0 denied with status 3, 1 setup failed, 2 other result.
+    if (setgroups(0, nullptr) != 0 || setgid(nobody_gid) != 0 ||
+        setuid(nobody_uid) != 0) {
+      _exit(1);
+    }
+    Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+    if (!client.ok()) {
+      _exit(1);
+    }
+    std::vector<uint8_t> storage;
+    Result<protocol::OpenKeyReply> opened =
+        OpenKey(*client, "root-only", storage);
+    _exit(!opened.ok() && opened.status().code() == Code::kForbidden &&
+                  opened.status().message() == "access denied"
+              ? 0
+              : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  std::string log = daemon.Log();
+  EXPECT_NE(
+      log.find("denied open of key 'root-only' to pid " +
+               std::to_string(child) + " uid " + std::to_string(nobody_uid)),
+      std::string::npos)
+      << log;
+}
+
+TEST(DaemonKeycelld, RequiresOpenedAndAllowedKeys) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("a", "p256-key.pem", "root") +
+                     KeyBlock("b", "p384-key.pem", "root") +
+                     KeyBlock("c", "ed25519-key.pem", "nobody"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok());
+  std::vector<uint8_t> storage;
+  Result<protocol::OpenKeyReply> a = OpenKey(*client, "a", storage);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+
+  // Key b's id is found through another connection, which opens it.
+  Result<DaemonClient> other = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(other.ok());
+  std::vector<uint8_t> other_storage;
+  Result<protocol::OpenKeyReply> b = OpenKey(*other, "b", other_storage);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  Result<std::vector<uint8_t>> signature =
+      SignMessage(*client, b->key_id, protocol::KeyType::kEc, {1, 2, 3});
+  ASSERT_FALSE(signature.ok());
+  EXPECT_EQ(signature.status().code(), Code::kForbidden);
+
+  Result<protocol::OpenKeyReply> c = OpenKey(*client, "c", storage);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kForbidden);
+
+  Result<protocol::OpenKeyReply> missing = OpenKey(*client, "zzz", storage);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Code::kUnknownKey);
+
+  protocol::LoadKeyRequest load;
+  load.path = "/etc/passwd";
+  Result<std::vector<uint8_t>> loaded =
+      client->Call(MessageType::kLoadKey, load);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), Code::kForbidden);
+  protocol::DropPrivilegesRequest drop{"nobody"};
+  Result<std::vector<uint8_t>> dropped =
+      client->Call(MessageType::kDropPrivileges, drop);
+  ASSERT_FALSE(dropped.ok());
+  EXPECT_EQ(dropped.status().code(), Code::kForbidden);
+}
+
+TEST(DaemonKeycelld, ReloadAddsAndRemovesKeys) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("keep", "p256-key.pem", "root") +
+                     KeyBlock("drop", "p384-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok());
+  std::vector<uint8_t> keep_storage;
+  Result<protocol::OpenKeyReply> keep = OpenKey(*client, "keep", keep_storage);
+  ASSERT_TRUE(keep.ok());
+  std::vector<uint8_t> drop_storage;
+  Result<protocol::OpenKeyReply> drop = OpenKey(*client, "drop", drop_storage);
+  ASSERT_TRUE(drop.ok());
+
+  daemon.WriteConfig(KeyBlock("keep", "p256-key.pem", "root") +
+                     KeyBlock("added", "ed25519-key.pem", "root"));
+  daemon.Reload();
+  ASSERT_NE(daemon.Log().find("reload done: serving 2 keys"), std::string::npos)
+      << daemon.Log();
+
+  std::vector<uint8_t> message = {'x'};
+  Result<std::vector<uint8_t>> kept =
+      SignMessage(*client, keep->key_id, keep->type, message);
+  ASSERT_TRUE(kept.ok()) << kept.status().message();
+  EXPECT_TRUE(Verify(keep->public_key, keep->type, message, *kept));
+  Result<std::vector<uint8_t>> dropped =
+      SignMessage(*client, drop->key_id, drop->type, message);
+  ASSERT_FALSE(dropped.ok());
+  EXPECT_EQ(dropped.status().code(), Code::kUnknownKey);
+  std::vector<uint8_t> added_storage;
+  Result<protocol::OpenKeyReply> added =
+      OpenKey(*client, "added", added_storage);
+  ASSERT_TRUE(added.ok()) << added.status().message();
+
+  // A reload with a missing key file keeps the current keys.
+  daemon.WriteConfig(KeyBlock("keep", "p256-key.pem", "root") +
+                     KeyBlock("broken", "missing.pem", "root"));
+  daemon.Reload();
+  EXPECT_NE(daemon.Log().find("reload failed, keeping the current keys"),
+            std::string::npos)
+      << daemon.Log();
+  Result<protocol::OpenKeyReply> still_added =
+      OpenKey(*client, "added", added_storage);
+  EXPECT_TRUE(still_added.ok()) << still_added.status().message();
+  Result<protocol::OpenKeyReply> broken =
+      OpenKey(*client, "broken", added_storage);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_EQ(broken.status().code(), Code::kUnknownKey);
+}
+
+TEST(DaemonKeycelld, SigtermRemovesSocket) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  struct stat info;
+  ASSERT_EQ(stat(daemon.socket().c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0666u);
+  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_NE(stat(daemon.socket().c_str(), &info), 0);
+  EXPECT_NE(daemon.Log().find("stopping on TERM"), std::string::npos);
+}
+
+TEST(DaemonKeycelld, RefusesSecondDaemonAndReplacesStaleSocket) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  std::string output;
+  EXPECT_EQ(RunCommand(std::string(KEYCELLD_PATH) + " --foreground --config " +
+                           daemon.config(),
+                       output),
+            1);
+  EXPECT_NE(output.find("another keycelld is running on"), std::string::npos)
+      << output;
+  // SIGKILL leaves the socket file behind, and the next start replaces it.
+  kill(daemon.pid(), SIGKILL);
+  waitpid(daemon.pid(), nullptr, 0);
+  struct stat info;
+  ASSERT_EQ(stat(daemon.socket().c_str(), &info), 0);
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  EXPECT_EQ(daemon.Stop(), 0);
+}
+
+TEST(DaemonKeycelld, StatusCountsOperations) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root") +
+                     KeyBlock("rsa", "rsa2048-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok());
+  std::vector<uint8_t> storage;
+  Result<protocol::OpenKeyReply> ec = OpenKey(*client, "ec", storage);
+  ASSERT_TRUE(ec.ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(SignMessage(*client, ec->key_id, ec->type, {1}).ok());
+  }
+  protocol::DecryptRequest decrypt;
+  decrypt.key_id = ec->key_id;
+  std::vector<uint8_t> ciphertext(32, 1);
+  decrypt.ciphertext = ciphertext;
+  EXPECT_FALSE(client->Call(MessageType::kDecrypt, decrypt).ok());
+
+  Result<std::vector<uint8_t>> reply =
+      client->Call(MessageType::kStatus, std::span<const uint8_t>());
+  ASSERT_TRUE(reply.ok()) << reply.status().message();
+  protocol::StatusReply status;
+  ASSERT_TRUE(protocol::Decode(*reply, status));
+  ASSERT_EQ(status.keys.size(), 2u);
+  EXPECT_EQ(status.keys[0].name, "ec");
+  EXPECT_EQ(status.keys[0].type, protocol::KeyType::kEc);
+  EXPECT_EQ(status.keys[0].signatures, 3u);
+  EXPECT_EQ(status.keys[0].decryptions, 0u);
+  EXPECT_EQ(status.keys[0].failures, 1u);
+  EXPECT_EQ(status.keys[0].fingerprint.size(), 64u);
+  EXPECT_EQ(status.keys[1].name, "rsa");
+  EXPECT_EQ(status.keys[1].signatures, 0u);
+
+  std::string output;
+  EXPECT_EQ(RunCommand(std::string(KEYCELL_CLI_PATH) + " status --socket " +
+                           daemon.socket(),
+                       output),
+            0);
+  EXPECT_NE(output.find(std::string(status.keys[0].fingerprint)),
+            std::string::npos)
+      << output;
+}
+
+TEST(DaemonKeycelld, WrapWritesDecodableReference) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("web", "rsa2048-key.pem", "root") +
+                     KeyBlock("other", "p256-key.pem", "nobody"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  std::string out = daemon.dir() + "/web.ref";
+  std::string output;
+  ASSERT_EQ(RunCommand(std::string(KEYCELL_CLI_PATH) + " wrap --socket " +
+                           daemon.socket() + " --key web --out " + out,
+                       output),
+            0)
+      << output;
+  struct stat info;
+  ASSERT_EQ(stat(out.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0644u);
+  Result<protocol::KeyReference> reference =
+      protocol::DecodeReference(ReadFile(out));
+  ASSERT_TRUE(reference.ok()) << reference.status().message();
+  EXPECT_EQ(reference->socket_path, daemon.socket());
+  EXPECT_EQ(reference->key_name, "web");
+  const uint8_t *der = reference->public_key.data();
+  EVP_PKEY *pkey = d2i_PUBKEY(nullptr, &der,
+                              static_cast<long>(reference->public_key.size()));
+  ASSERT_NE(pkey, nullptr);
+  EXPECT_EQ(EVP_PKEY_get_base_id(pkey), EVP_PKEY_RSA);
+  EVP_PKEY_free(pkey);
+}
+
+TEST(DaemonKeycelld, CliErrorMessages) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("web", "p256-key.pem", "root") +
+                     KeyBlock("other", "p256-key.pem", "nobody"));
+  std::string cli = KEYCELL_CLI_PATH;
+  std::string output;
+  EXPECT_EQ(RunCommand(cli + " ping --socket " + daemon.socket(), output), 1);
+  EXPECT_NE(output.find("keycelld is not running on"), std::string::npos)
+      << output;
+
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  EXPECT_EQ(RunCommand(cli + " ping --socket " + daemon.socket(), output), 0)
+      << output;
+  EXPECT_EQ(RunCommand(cli + " wrap --socket " + daemon.socket() +
+                           " --key nope --out " + daemon.dir() + "/x",
+                       output),
+            1);
+  EXPECT_NE(output.find("key 'nope' not found"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(cli + " wrap --socket " + daemon.socket() +
+                           " --key other --out " + daemon.dir() + "/x",
+                       output),
+            1);
+  EXPECT_NE(output.find("not allowed to open key 'other'"), std::string::npos)
+      << output;
+  EXPECT_EQ(RunCommand(cli + " wrap --socket " + daemon.socket(), output), 2);
+  EXPECT_NE(output.find("--key is required"), std::string::npos) << output;
+  EXPECT_EQ(RunCommand(cli + " wrap --help", output), 0);
+  for (const char *option : {"--socket", "--key", "--out", "--help"}) {
+    EXPECT_NE(output.find(option), std::string::npos) << option;
+  }
+
+  // A socket whose mode lets no other user connect.
+  chmod(daemon.socket().c_str(), 0600);
+  pid_t child = fork();
+  if (child == 0) {
+    struct passwd *nobody = getpwnam("nobody");
+    if (nobody == nullptr || setgroups(0, nullptr) != 0 ||
+        setgid(nobody->pw_gid) != 0 || setuid(nobody->pw_uid) != 0) {
+      _exit(3);
+    }
+    execl("/bin/sh", "sh", "-c",
+          (cli + " ping --socket " + daemon.socket() + " 2>&1 | grep -q " +
+           "'permission denied on the socket'")
+              .c_str(),
+          nullptr);
+    _exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+}  // namespace
+}  // namespace kc
