@@ -19,32 +19,85 @@ using Filter = std::unique_ptr<void, FilterDeleter>;
 // exist, read files, and switch users.
 constexpr int kAllowed[] = {
     // Connections and the event loop.
-    SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
-    SCMP_SYS(recvfrom), SCMP_SYS(sendto), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
-    SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
-    SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(shutdown), SCMP_SYS(close),
-    SCMP_SYS(fcntl), SCMP_SYS(dup), SCMP_SYS(getsockopt),
+    SCMP_SYS(read),
+    SCMP_SYS(write),
+    SCMP_SYS(readv),
+    SCMP_SYS(writev),
+    SCMP_SYS(recvfrom),
+    SCMP_SYS(sendto),
+    SCMP_SYS(recvmsg),
+    SCMP_SYS(sendmsg),
+    SCMP_SYS(epoll_wait),
+    SCMP_SYS(epoll_pwait),
+    SCMP_SYS(epoll_ctl),
+    SCMP_SYS(poll),
+    SCMP_SYS(ppoll),
+    SCMP_SYS(shutdown),
+    SCMP_SYS(close),
+    SCMP_SYS(fcntl),
+    SCMP_SYS(dup),
+    SCMP_SYS(getsockopt),
     // Memory and threads.
-    SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect),
-    SCMP_SYS(madvise), SCMP_SYS(brk), SCMP_SYS(futex), SCMP_SYS(sched_yield),
-    SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_setaffinity),
-    SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(membarrier),
+    SCMP_SYS(mmap),
+    SCMP_SYS(munmap),
+    SCMP_SYS(mremap),
+    SCMP_SYS(mprotect),
+    SCMP_SYS(madvise),
+    SCMP_SYS(brk),
+    SCMP_SYS(futex),
+    SCMP_SYS(sched_yield),
+    SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(sched_setaffinity),
+    SCMP_SYS(set_robust_list),
+    SCMP_SYS(rseq),
+    SCMP_SYS(membarrier),
     // Time, randomness and identity.
-    SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
-    SCMP_SYS(gettimeofday), SCMP_SYS(getrandom), SCMP_SYS(getpid),
-    SCMP_SYS(gettid), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid),
-    SCMP_SYS(getegid), SCMP_SYS(getgroups),
+    SCMP_SYS(clock_gettime),
+    SCMP_SYS(clock_nanosleep),
+    SCMP_SYS(nanosleep),
+    SCMP_SYS(gettimeofday),
+    SCMP_SYS(getrandom),
+    SCMP_SYS(getpid),
+    SCMP_SYS(gettid),
+    SCMP_SYS(getuid),
+    SCMP_SYS(geteuid),
+    SCMP_SYS(getgid),
+    SCMP_SYS(getegid),
+    SCMP_SYS(getgroups),
     // Reading key files, passphrase files and the user database.
-    SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(lseek),
+    SCMP_SYS(fstat),
+    SCMP_SYS(newfstatat),
+    SCMP_SYS(statx),
+    SCMP_SYS(lseek),
     SCMP_SYS(pread64),
     // Dropping privileges.
-    SCMP_SYS(setuid), SCMP_SYS(setgid), SCMP_SYS(setresuid),
-    SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(prctl),
+    SCMP_SYS(setuid),
+    SCMP_SYS(setgid),
+    SCMP_SYS(setresuid),
+    SCMP_SYS(setresgid),
+    SCMP_SYS(setgroups),
+    SCMP_SYS(prctl),
     // Signals and exit.
-    SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
-    SCMP_SYS(tgkill), SCMP_SYS(exit), SCMP_SYS(exit_group),
+    SCMP_SYS(rt_sigaction),
+    SCMP_SYS(rt_sigprocmask),
+    SCMP_SYS(rt_sigreturn),
+    SCMP_SYS(tgkill),
+    SCMP_SYS(exit),
+    SCMP_SYS(exit_group),
     SCMP_SYS(restart_syscall),
 };
+
+#ifdef KEYCELL_SANITIZER_BUILD
+// What the ASan, UBSan and TSan runtimes call on their own: checking
+// whether memory is readable through a pipe, and reading /proc for their
+// reports.
+constexpr int kSanitizerAllowed[] = {
+    SCMP_SYS(pipe),        SCMP_SYS(pipe2),     SCMP_SYS(readlink),
+    SCMP_SYS(readlinkat),  SCMP_SYS(open),      SCMP_SYS(getppid),
+    SCMP_SYS(sigaltstack), SCMP_SYS(prlimit64), SCMP_SYS(getrlimit),
+    SCMP_SYS(uname),       SCMP_SYS(dup2),      SCMP_SYS(dup3),
+};
+#endif
 
 // System calls whose use can only mean that the cell has been taken over.
 constexpr int kFatal[] = {
@@ -78,6 +131,14 @@ Status InstallSyscallFilter() {
       return FilterError("adding a rule", error);
     }
   }
+#ifdef KEYCELL_SANITIZER_BUILD
+  for (int call : kSanitizerAllowed) {
+    error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, call, 0);
+    if (error != 0) {
+      return FilterError("adding a sanitizer rule", error);
+    }
+  }
+#endif
   // Files open for reading only.
   error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
                            SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDONLY));
