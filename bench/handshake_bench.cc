@@ -1,6 +1,10 @@
 // Full TLS handshakes per second over TCP on 127.0.0.1, with the server's
 // private key in the server process and in a keycell cell.
 //
+// Two kinds of server run the handshakes: threads that each serve one
+// connection at a time with blocking I/O, and one thread that runs an epoll
+// event loop over non-blocking connections, with or without SSL_MODE_ASYNC.
+//
 // The program forks a client process first, then starts the cell and the
 // server in the parent. Every measurement runs the server with one mode and
 // one (protocol version, key type) pair, while the client process opens new
@@ -22,6 +26,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -44,6 +49,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <openssl/err.h>
@@ -67,15 +73,16 @@ constexpr int kSocketTimeoutSeconds = 10;
 
 struct Flags {
   int rounds = 5;
-  double seconds = 2.0;
+  double seconds = 1.0;
   double warmup_seconds = 0.25;
   int server_threads = 2;
   int client_threads = 4;
   unsigned cell_workers = 0;
   std::vector<std::string> versions = {"1.3", "1.2"};
   std::vector<std::string> keys = {"rsa2048", "p256", "ed25519"};
-  std::vector<std::string> modes = {"in-process", "cell", "async-cell",
-                                    "daemon"};
+  std::vector<std::string> modes = {"in-process",         "cell",
+                                    "async-cell",         "sync-cell-1thread",
+                                    "in-process-1thread", "daemon"};
   std::string data_dir = KEYCELL_BENCH_DATA_DIR;
 };
 
@@ -87,11 +94,12 @@ void PrintUsage(const char *program) {
       "  --rounds=N          rounds; each runs every mode once per version\n"
       "                      and key (default 5)\n"
       "  --seconds=S         length of one measurement, in seconds "
-      "(default 2)\n"
+      "(default 1)\n"
       "  --warmup=S          unreported run before round 1 for each mode,\n"
       "                      version and key, in seconds (default 0.25)\n"
-      "  --server-threads=N  server threads that accept and handshake\n"
-      "                      (default 2)\n"
+      "  --server-threads=N  server threads of the in-process and cell modes\n"
+      "                      that accept and handshake (default 2); the\n"
+      "                      other modes run one event-loop thread\n"
       "  --client-threads=N  client threads in the client process "
       "(default 4)\n"
       "  --cell-workers=N    worker threads of the cell; 0 is one per online\n"
@@ -100,15 +108,17 @@ void PrintUsage(const char *program) {
       "1.3,1.2)\n"
       "  --keys=LIST         comma-separated, of rsa2048, p256 and ed25519\n"
       "                      (default all three)\n"
-      "  --modes=LIST        comma-separated, of in-process, cell, async-cell\n"
-      "                      and daemon (default all four)\n"
+      "  --modes=LIST        comma-separated, of in-process, cell, "
+      "async-cell,\n"
+      "                      sync-cell-1thread, in-process-1thread and daemon\n"
+      "                      (default all six)\n"
       "  --data-dir=DIR      directory of NAME-key.pem and NAME-cert.pem\n"
       "                      (default %s)\n"
       "  --help              print this text\n"
       "\n"
-      "The default run takes about %d measurements of 2 s plus warm-up:\n"
-      "a little over 2 minutes.\n",
-      program, KEYCELL_BENCH_DATA_DIR, 5 * 2 * 3 * 2);
+      "The default run takes %d measurements of 1 s plus warm-up: about\n"
+      "3 minutes.\n",
+      program, KEYCELL_BENCH_DATA_DIR, 5 * 2 * 3 * 5);
 }
 
 std::vector<std::string> SplitList(std::string_view text) {
@@ -208,8 +218,10 @@ int ParseFlags(int argc, char **argv, Flags *flags) {
                            {"rsa2048", "p256", "ed25519"});
     } else if (name == "--modes") {
       flags->modes = SplitList(value);
-      ok = CheckListValues("--modes", flags->modes,
-                           {"in-process", "cell", "async-cell", "daemon"});
+      ok = CheckListValues(
+          "--modes", flags->modes,
+          {"in-process", "cell", "async-cell", "sync-cell-1thread",
+           "in-process-1thread", "daemon"});
     } else if (name == "--data-dir") {
       flags->data_dir = std::string(value);
       ok = !flags->data_dir.empty();
@@ -672,6 +684,9 @@ struct ServerCounters {
   std::atomic<uint64_t> signed_messages{0};
   std::atomic<uint64_t> resumed{0};
   std::atomic<uint64_t> failures{0};
+  // Maximum number of connections of an event-loop server whose ASYNC_JOB
+  // was paused at the same time.
+  std::atomic<int> max_paused_jobs{0};
   std::mutex error_mutex;
   std::string first_error;
 
@@ -774,6 +789,319 @@ class BlockingServer {
   std::vector<std::thread> threads_;
 };
 
+// A server of one thread that runs an epoll event loop over non-blocking
+// connections. Each connection goes through the handshake, sends one byte
+// and reads until the client closes, as in ServeConnection().
+//
+// When the SSL_CTX has SSL_MODE_ASYNC, a key operation that has to wait
+// pauses the handshake's ASYNC_JOB and SSL_do_handshake() returns
+// SSL_ERROR_WANT_ASYNC. The loop then watches the job's wait descriptors
+// (SSL_get_changed_async_fds) instead of the socket and resumes the
+// handshake when one becomes readable, so other connections progress
+// meanwhile. Without SSL_MODE_ASYNC, a key operation blocks the loop.
+class EventLoopServer {
+ public:
+  void Start(SSL_CTX *ctx, int listener, ServerCounters *counters) {
+    stop_.store(false);
+    thread_ = std::thread(
+        [this, ctx, listener, counters] { Serve(ctx, listener, counters); });
+  }
+
+  void Stop() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  enum class Phase { kHandshake, kWrite, kDrain };
+
+  struct Connection {
+    uint64_t id = 0;
+    ScopedFd fd;
+    SslPtr ssl;
+    Phase phase = Phase::kHandshake;
+    // The socket's epoll events; 0 when the socket is not in the epoll set.
+    uint32_t socket_events = 0;
+    std::vector<int> async_fds;  // Wait descriptors in the epoll set.
+  };
+
+  // The epoll_event data of the listener. A connection's socket has
+  // id << 1 and its wait descriptors have id << 1 | 1, so an event that
+  // arrives after its connection closed finds no connection.
+  static constexpr uint64_t kListenerToken = 0;
+
+  // Runs the loop until Stop(). On Stop() it stops accepting, then lets
+  // paused jobs finish for at most kSocketTimeoutSeconds before it frees
+  // every connection.
+  void Serve(SSL_CTX *ctx, int listener, ServerCounters *counters) {
+    ctx_ = ctx;
+    counters_ = counters;
+    async_ = (SSL_CTX_get_mode(ctx) & SSL_MODE_ASYNC) != 0;
+    paused_ = 0;
+    epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+    if (epoll_.get() < 0) {
+      counters->RecordFailure(std::string("epoll_create1 failed: ") +
+                              std::strerror(errno));
+      return;
+    }
+    epoll_event listen_event{};
+    listen_event.events = EPOLLIN;
+    listen_event.data.u64 = kListenerToken;
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener, &listen_event) != 0) {
+      counters->RecordFailure(
+          std::string("epoll_ctl on the listener failed: ") +
+          std::strerror(errno));
+      return;
+    }
+
+    bool accepting = true;
+    Clock::time_point drain_deadline;
+    epoll_event events[64];
+    for (;;) {
+      if (accepting && stop_.load(std::memory_order_relaxed)) {
+        accepting = false;
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener, nullptr);
+        drain_deadline =
+            Clock::now() + std::chrono::seconds(kSocketTimeoutSeconds);
+      }
+      if (!accepting && (paused_ == 0 || Clock::now() >= drain_deadline)) {
+        break;
+      }
+      int count = epoll_wait(epoll_.get(), events, 64, 50);
+      if (count < 0 && errno != EINTR) {
+        counters->RecordFailure(std::string("epoll_wait failed: ") +
+                                std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < count; ++i) {
+        uint64_t token = events[i].data.u64;
+        if (token == kListenerToken) {
+          AcceptAll(listener);
+          continue;
+        }
+        auto found = connections_.find(token >> 1);
+        if (found == connections_.end()) {
+          continue;
+        }
+        Connection *connection = found->second.get();
+        bool async_event = (token & 1) != 0;
+        if (!async_event && SSL_waiting_for_async(connection->ssl.get())) {
+          continue;
+        }
+        if (!Advance(connection)) {
+          Close(connection);
+        }
+      }
+    }
+    // NOTE: SSL_free() of a connection whose job is still paused (the cell
+    // did not reply before the deadline) leaks that job's stack.
+    for (auto &[id, connection] : connections_) {
+      ForgetAsyncFds(connection.get());
+    }
+    connections_.clear();
+    epoll_.reset();
+  }
+
+  void AcceptAll(int listener) {
+    for (;;) {
+      int fd =
+          accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        // EAGAIN once the backlog is empty; a client that gave up on its
+        // connection is the client's failure to report.
+        return;
+      }
+      auto connection = std::make_unique<Connection>();
+      connection->id = next_id_++;
+      connection->fd.reset(fd);
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      connection->ssl.reset(SSL_new(ctx_));
+      if (!connection->ssl || SSL_set_fd(connection->ssl.get(), fd) != 1) {
+        counters_->RecordFailure("creating the server SSL failed: " +
+                                 DrainOpenSslErrors());
+        continue;
+      }
+      SSL_set_accept_state(connection->ssl.get());
+      Connection *raw = connection.get();
+      connections_.emplace(raw->id, std::move(connection));
+      // The ClientHello often arrives with the connection, so try at once.
+      if (!Advance(raw)) {
+        Close(raw);
+      }
+    }
+  }
+
+  // Runs |connection| as far as it goes without waiting. Returns false once
+  // the connection is finished or failed and should be closed.
+  bool Advance(Connection *connection) {
+    SSL *ssl = connection->ssl.get();
+    for (;;) {
+      ERR_clear_error();
+      bool was_paused = SSL_waiting_for_async(ssl) != 0;
+      int result = 0;
+      switch (connection->phase) {
+        case Phase::kHandshake:
+          result = SSL_do_handshake(ssl);
+          break;
+        case Phase::kWrite: {
+          char byte = 'x';
+          result = SSL_write(ssl, &byte, 1);
+          break;
+        }
+        case Phase::kDrain: {
+          char byte;
+          result = SSL_read(ssl, &byte, 1);
+          break;
+        }
+      }
+      bool is_paused = SSL_waiting_for_async(ssl) != 0;
+      paused_ += static_cast<int>(is_paused) - static_cast<int>(was_paused);
+      if (paused_ >
+          counters_->max_paused_jobs.load(std::memory_order_relaxed)) {
+        counters_->max_paused_jobs.store(paused_, std::memory_order_relaxed);
+      }
+      if (async_ && !UpdateAsyncFds(connection)) {
+        return false;
+      }
+      if (result > 0) {
+        if (connection->phase == Phase::kHandshake) {
+          counters_->handshakes.fetch_add(1, std::memory_order_relaxed);
+          if (SSL_session_reused(ssl) != 0) {
+            counters_->resumed.fetch_add(1, std::memory_order_relaxed);
+          }
+          connection->phase = Phase::kWrite;
+        } else {
+          connection->phase = Phase::kDrain;
+        }
+        continue;
+      }
+      int reason = SSL_get_error(ssl, result);
+      if (reason == SSL_ERROR_WANT_READ) {
+        return WatchSocket(connection, EPOLLIN);
+      }
+      if (reason == SSL_ERROR_WANT_WRITE) {
+        return WatchSocket(connection, EPOLLOUT);
+      }
+      if (reason == SSL_ERROR_WANT_ASYNC) {
+        // Only the job's wait descriptors can resume it.
+        return WatchSocket(connection, 0);
+      }
+      // What happens after the handshake is not measured, and its errors (a
+      // reset from the client) are expected.
+      if (connection->phase == Phase::kHandshake) {
+        counters_->RecordFailure(
+            DescribeSslFailure(ssl, result, "SSL_do_handshake"));
+      }
+      ERR_clear_error();
+      return false;
+    }
+  }
+
+  // Sets the socket's epoll events; 0 takes the socket out of the set.
+  bool WatchSocket(Connection *connection, uint32_t events) {
+    if (events == connection->socket_events) {
+      return true;
+    }
+    int operation = events == 0                      ? EPOLL_CTL_DEL
+                    : connection->socket_events == 0 ? EPOLL_CTL_ADD
+                                                     : EPOLL_CTL_MOD;
+    epoll_event event{};
+    event.events = events;
+    event.data.u64 = connection->id << 1;
+    if (epoll_ctl(epoll_.get(), operation, connection->fd.get(), &event) != 0) {
+      counters_->RecordFailure(
+          std::string("epoll_ctl on a connection failed: ") +
+          std::strerror(errno));
+      return false;
+    }
+    connection->socket_events = events;
+    return true;
+  }
+
+  // Applies the wait descriptors that the connection's ASYNC_JOB added and
+  // removed to the epoll set.
+  //
+  // OpenSSL 3.0 resets the lists of SSL_get_changed_async_fds() only when a
+  // paused job resumes, so a removed descriptor is reported again after
+  // later SSL calls, when keycell has closed it and its number may belong to
+  // another connection's descriptor. Only descriptors that this connection
+  // registered are therefore removed, and removals come before additions,
+  // because a number may be removed and added again in one report.
+  bool UpdateAsyncFds(Connection *connection) {
+    SSL *ssl = connection->ssl.get();
+    size_t added = 0;
+    size_t deleted = 0;
+    if (SSL_get_changed_async_fds(ssl, nullptr, &added, nullptr, &deleted) !=
+        1) {
+      return true;
+    }
+    if (added == 0 && deleted == 0) {
+      return true;
+    }
+    std::vector<OSSL_ASYNC_FD> added_fds(added);
+    std::vector<OSSL_ASYNC_FD> deleted_fds(deleted);
+    SSL_get_changed_async_fds(ssl, added_fds.data(), &added, deleted_fds.data(),
+                              &deleted);
+    std::vector<int> &watched = connection->async_fds;
+    for (OSSL_ASYNC_FD fd : deleted_fds) {
+      auto found = std::find(watched.begin(), watched.end(), fd);
+      if (found == watched.end()) {
+        continue;
+      }
+      watched.erase(found);
+      // keycell may have closed the descriptor already, which removed it
+      // from the epoll set, so EBADF and ENOENT are expected.
+      epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    }
+    for (OSSL_ASYNC_FD fd : added_fds) {
+      if (std::find(watched.begin(), watched.end(), fd) != watched.end()) {
+        continue;
+      }
+      epoll_event event{};
+      event.events = EPOLLIN;
+      event.data.u64 = connection->id << 1 | 1;
+      if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &event) != 0) {
+        counters_->RecordFailure(
+            std::string("epoll_ctl on an async descriptor failed: ") +
+            std::strerror(errno));
+        return false;
+      }
+      watched.push_back(fd);
+    }
+    return true;
+  }
+
+  // Takes the wait descriptors of |connection| out of the epoll set. They
+  // stay open, because the job that owns them may still be paused.
+  void ForgetAsyncFds(Connection *connection) {
+    for (int fd : connection->async_fds) {
+      epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    }
+    connection->async_fds.clear();
+  }
+
+  void Close(Connection *connection) {
+    if (SSL_waiting_for_async(connection->ssl.get())) {
+      --paused_;
+    }
+    ForgetAsyncFds(connection);
+    // Closing the socket also removes it from the epoll set.
+    connections_.erase(connection->id);
+  }
+
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  // The fields below belong to the loop's thread.
+  SSL_CTX *ctx_ = nullptr;
+  ServerCounters *counters_ = nullptr;
+  bool async_ = false;
+  int paused_ = 0;  // Connections whose job is paused.
+  uint64_t next_id_ = 1;
+  ScopedFd epoll_;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+};
+
 // ---------------------------------------------------------------------------
 // Modes: where the server's private key lives and how the server runs.
 
@@ -798,6 +1126,27 @@ class ServerMode {
   virtual void Stop() = 0;
 };
 
+bool InstallInProcessKey(SSL_CTX *ctx, const std::string &path,
+                         std::string *error) {
+  if (SSL_CTX_use_PrivateKey_file(ctx, path.c_str(), SSL_FILETYPE_PEM) != 1) {
+    *error = "SSL_CTX_use_PrivateKey_file(" + path +
+             ") failed: " + DrainOpenSslErrors();
+    return false;
+  }
+  return true;
+}
+
+bool InstallCellKey(keycell *cell, SSL_CTX *ctx, const std::string &path,
+                    std::string *error) {
+  char message[KEYCELL_ERROR_SIZE];
+  if (keycell_use_private_key_file(cell, ctx, path.c_str(), nullptr, message,
+                                   sizeof(message)) != 1) {
+    *error = message;
+    return false;
+  }
+  return true;
+}
+
 // A mode served by BlockingServer with a fixed number of threads.
 class BlockingThreadsMode : public ServerMode {
  public:
@@ -819,12 +1168,7 @@ class InProcessMode : public BlockingThreadsMode {
   const char *name() const override { return "in-process"; }
   bool InstallKey(SSL_CTX *ctx, const std::string &path,
                   std::string *error) override {
-    if (SSL_CTX_use_PrivateKey_file(ctx, path.c_str(), SSL_FILETYPE_PEM) != 1) {
-      *error = "SSL_CTX_use_PrivateKey_file(" + path +
-               ") failed: " + DrainOpenSslErrors();
-      return false;
-    }
-    return true;
+    return InstallInProcessKey(ctx, path, error);
   }
 };
 
@@ -836,13 +1180,7 @@ class EmbeddedCellMode : public BlockingThreadsMode {
   const char *name() const override { return "cell"; }
   bool InstallKey(SSL_CTX *ctx, const std::string &path,
                   std::string *error) override {
-    char message[KEYCELL_ERROR_SIZE];
-    if (keycell_use_private_key_file(cell_, ctx, path.c_str(), nullptr, message,
-                                     sizeof(message)) != 1) {
-      *error = message;
-      return false;
-    }
-    return true;
+    return InstallCellKey(cell_, ctx, path, error);
   }
   pid_t cell_pid() const override { return keycell_cell_pid(cell_); }
 
@@ -850,16 +1188,44 @@ class EmbeddedCellMode : public BlockingThreadsMode {
   keycell *cell_;
 };
 
+// A mode served by one EventLoopServer thread. The key is in |cell|, or in
+// the server process when |cell| is null. With |async|, the SSL_CTX gets
+// SSL_MODE_ASYNC, so a cell key operation pauses its handshake instead of
+// blocking the loop.
+class EventLoopMode : public ServerMode {
+ public:
+  EventLoopMode(const char *mode_name, keycell *cell, bool async)
+      : name_(mode_name), cell_(cell), async_(async) {}
+  const char *name() const override { return name_; }
+  bool InstallKey(SSL_CTX *ctx, const std::string &path,
+                  std::string *error) override {
+    bool installed = cell_ != nullptr ? InstallCellKey(cell_, ctx, path, error)
+                                      : InstallInProcessKey(ctx, path, error);
+    if (installed && async_) {
+      SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
+    }
+    return installed;
+  }
+  pid_t cell_pid() const override {
+    return cell_ != nullptr ? keycell_cell_pid(cell_) : 0;
+  }
+  void Start(SSL_CTX *ctx, int listener, ServerCounters *counters) override {
+    server_.Start(ctx, listener, counters);
+  }
+  void Stop() override { server_.Stop(); }
+
+ private:
+  const char *name_;
+  keycell *cell_;
+  bool async_;
+  EventLoopServer server_;
+};
+
 // A mode that this build cannot run. Its rows print the reason, and it never
 // runs a server.
 //
-// TODO: "async-cell" needs a ServerMode subclass whose Start() runs one
-// thread with an event loop over non-blocking connections and
-// SSL_MODE_ASYNC, resuming each SSL when the descriptor of its paused ASYNC
-// job becomes readable. keycell's provider pauses ASYNC jobs, but this
-// benchmark does not drive them yet. "daemon" needs keycell to connect to a
-// cell that runs as its own service, and its cell_pid() returns the
-// daemon's pid.
+// TODO: "daemon" needs keycell to connect to a cell that runs as its own
+// service, and its cell_pid() returns the daemon's pid.
 class UnavailableMode : public ServerMode {
  public:
   UnavailableMode(const char *mode_name, std::string reason)
@@ -895,6 +1261,7 @@ struct Sample {
   uint64_t server_failures = 0;
   uint64_t client_handshakes = 0;
   uint64_t client_failures = 0;
+  int max_paused_jobs = 0;
   std::string first_error;
 
   double handshakes_per_second() const {
@@ -1011,6 +1378,7 @@ bool Measure(ClientProcess *client, int listener, uint16_t port,
   sample->server_failures = counters.failures.load();
   sample->client_handshakes = report.handshakes;
   sample->client_failures = report.failures;
+  sample->max_paused_jobs = counters.max_paused_jobs.load();
   sample->first_error = !counters.first_error.empty()
                             ? "server: " + counters.first_error
                         : report.first_error[0] != '\0'
@@ -1062,10 +1430,10 @@ double MedianRatio(const std::vector<Sample> &mode,
 }
 
 void PrintHeader() {
-  std::printf("\n%-7s %-8s %-10s %7s %7s %7s %7s %6s %6s %6s %7s %6s %6s %s\n",
+  std::printf("\n%-7s %-8s %-18s %7s %7s %7s %7s %6s %6s %6s %7s %6s %6s %s\n",
               "", "", "", "", "server", "cell", "total", "hs/s", "server",
               "total", "client", "other", "sig", "");
-  std::printf("%-7s %-8s %-10s %7s %7s %7s %7s %6s %6s %6s %7s %6s %6s %s\n",
+  std::printf("%-7s %-8s %-18s %7s %7s %7s %7s %6s %6s %6s %7s %6s %6s %s\n",
               "version", "key", "mode", "hs/s", "us/hs", "us/hs", "us/hs",
               "ratio", "ratio", "ratio", "us/hs", "CPUs", "per hs", "failed");
 }
@@ -1107,7 +1475,7 @@ bool PrintRow(const Config &config, const ServerMode &mode,
         MedianRatio(samples, *baseline, &Sample::total_us_per_handshake));
   }
   std::printf(
-      "TLS%-4s %-8s %-10s %7.0f %7.0f %7s %7.0f %6s %6s %6s %7.0f %6.2f "
+      "TLS%-4s %-8s %-18s %7.0f %7.0f %7s %7.0f %6s %6s %6s %7.0f %6.2f "
       "%6.3f %llu\n",
       config.version_name.c_str(), config.key_name.c_str(), mode.name(),
       MedianOf(samples, &Sample::handshakes_per_second),
@@ -1142,7 +1510,7 @@ bool PrintReport(const std::vector<Config> &configs,
     for (size_t m = 0; m < modes.size(); ++m) {
       std::string reason = modes[m]->unavailable_reason();
       if (!reason.empty()) {
-        std::printf("TLS%-4s %-8s %-10s not available in this build (%s)\n",
+        std::printf("TLS%-4s %-8s %-18s not available in this build (%s)\n",
                     config.version_name.c_str(), config.key_name.c_str(),
                     modes[m]->name(), reason.c_str());
         continue;
@@ -1166,6 +1534,73 @@ bool PrintReport(const std::vector<Config> &configs,
   return checks_passed;
 }
 
+// Returns the index of the mode called |name| that runs in this build, or
+// -1.
+int FindMode(const std::vector<std::unique_ptr<ServerMode>> &modes,
+             std::string_view name) {
+  for (size_t m = 0; m < modes.size(); ++m) {
+    if (name == modes[m]->name() && modes[m]->unavailable_reason().empty()) {
+      return static_cast<int>(m);
+    }
+  }
+  return -1;
+}
+
+// Prints the single-threaded event-loop servers side by side: the
+// async-cell mode's handshakes per second divided by those of the same loop
+// without SSL_MODE_ASYNC, and by those of the loop with an in-process key.
+void PrintEventLoopReport(
+    const std::vector<Config> &configs,
+    const std::vector<std::unique_ptr<ServerMode>> &modes) {
+  int async = FindMode(modes, "async-cell");
+  int sync = FindMode(modes, "sync-cell-1thread");
+  int in_process = FindMode(modes, "in-process-1thread");
+  if (async < 0 || sync < 0) {
+    return;
+  }
+  std::printf(
+      "\nOne event-loop thread: async-cell against the same server without "
+      "SSL_MODE_ASYNC\n");
+  std::printf("%-7s %-8s %10s %10s %10s %10s %10s %7s\n", "", "", "async-cell",
+              "sync-cell", "in-proc", "async /", "async /", "max");
+  std::printf("%-7s %-8s %10s %10s %10s %10s %10s %7s\n", "version", "key",
+              "hs/s", "hs/s", "hs/s", "sync", "in-proc", "paused");
+  for (const Config &config : configs) {
+    const std::vector<Sample> &async_samples = config.samples[async];
+    const std::vector<Sample> &sync_samples = config.samples[sync];
+    char in_process_rate[16] = "-";
+    char in_process_ratio[16] = "-";
+    if (in_process >= 0) {
+      const std::vector<Sample> &in_process_samples =
+          config.samples[in_process];
+      std::snprintf(
+          in_process_rate, sizeof(in_process_rate), "%.0f",
+          MedianOf(in_process_samples, &Sample::handshakes_per_second));
+      std::snprintf(in_process_ratio, sizeof(in_process_ratio), "%.2f",
+                    MedianRatio(async_samples, in_process_samples,
+                                &Sample::handshakes_per_second));
+    }
+    int max_paused = 0;
+    for (const Sample &sample : async_samples) {
+      max_paused = std::max(max_paused, sample.max_paused_jobs);
+    }
+    std::printf("TLS%-4s %-8s %10.0f %10.0f %10s %10.2f %10s %7d\n",
+                config.version_name.c_str(), config.key_name.c_str(),
+                MedianOf(async_samples, &Sample::handshakes_per_second),
+                MedianOf(sync_samples, &Sample::handshakes_per_second),
+                in_process_rate,
+                MedianRatio(async_samples, sync_samples,
+                            &Sample::handshakes_per_second),
+                in_process_ratio, max_paused);
+  }
+  std::printf(
+      "\nhs/s: medians over the rounds, of async-cell, sync-cell-1thread and "
+      "in-process-1thread.\nRatios: median over the rounds of async-cell's "
+      "hs/s divided by the other mode's\nhs/s of the same round. max paused: "
+      "the most connections whose ASYNC_JOB\nwaited for the cell at the same "
+      "time, over all rounds.\n");
+}
+
 // ---------------------------------------------------------------------------
 
 std::vector<std::unique_ptr<ServerMode>> CreateModes(const Flags &flags,
@@ -1178,8 +1613,14 @@ std::vector<std::unique_ptr<ServerMode>> CreateModes(const Flags &flags,
       modes.push_back(
           std::make_unique<EmbeddedCellMode>(flags.server_threads, cell));
     } else if (name == "async-cell") {
-      modes.push_back(std::make_unique<UnavailableMode>(
-          "async-cell", "this benchmark has no SSL_MODE_ASYNC event loop"));
+      modes.push_back(std::make_unique<EventLoopMode>("async-cell", cell,
+                                                      /*async=*/true));
+    } else if (name == "sync-cell-1thread") {
+      modes.push_back(std::make_unique<EventLoopMode>("sync-cell-1thread", cell,
+                                                      /*async=*/false));
+    } else if (name == "in-process-1thread") {
+      modes.push_back(std::make_unique<EventLoopMode>(
+          "in-process-1thread", nullptr, /*async=*/false));
     } else if (name == "daemon") {
       modes.push_back(std::make_unique<UnavailableMode>(
           "daemon", "keycell has no standalone cell daemon"));
@@ -1298,7 +1739,7 @@ int Run(const Flags &flags) {
         }
         std::fprintf(
             stderr,
-            "round %d TLS%s %-8s %-10s %8.0f hs/s  server %6.0f "
+            "round %d TLS%s %-8s %-18s %8.0f hs/s  server %6.0f "
             "us/hs  cell %6.0f us/hs\n",
             round + 1, config.version_name.c_str(), config.key_name.c_str(),
             modes[m]->name(), sample.handshakes_per_second(),
@@ -1311,6 +1752,7 @@ int Run(const Flags &flags) {
   }
 
   bool passed = PrintReport(configs, modes, baseline);
+  PrintEventLoopReport(configs, modes);
   client.Stop();
   if (!passed) {
     std::printf("\nFAILED: see the check lines above\n");
