@@ -689,6 +689,10 @@ TEST_F(AttackTest, StalledMaximumFramesDoNotStarveClients) {
   EXPECT_EQ(RunTlsHandshake(), "");
 }
 
+// ASan keeps freed memory in quarantine and TSan in its own allocator, so
+// released buffers stay resident in sanitizer builds and this measure of the
+// production allocator does not apply there.
+#ifndef KEYCELL_SANITIZER_BUILD
 TEST_F(AttackTest, IdleConnectionsReleaseLargeBuffers) {
   constexpr int kConnections = 100;
   ScopedAlarm alarm(110, "idle connection test hung");
@@ -728,6 +732,7 @@ TEST_F(AttackTest, IdleConnectionsReleaseLargeBuffers) {
       << "before " << rss_before << " KiB, after " << rss_after << " KiB";
   EXPECT_EQ(SignAndCheck(), "");
 }
+#endif  // KEYCELL_SANITIZER_BUILD
 
 TEST_F(AttackTest, PipelinedUnreadRepliesDoNotBlockClients) {
   ScopedAlarm alarm(110, "pipelining test hung");
