@@ -11,8 +11,8 @@
 #   KEYCELL_SIGN_BENCH_FLAGS       flags for keycell-sign-bench
 #                                  (default: --benchmark_min_time=0.2)
 #
-# Takes about a minute and a half with the defaults. Every connection goes
-# to 127.0.0.1.
+# Takes about two and a half minutes with the defaults (an estimate from
+# the full runs in docs/BENCHMARKS.md). Every connection goes to 127.0.0.1.
 set -euo pipefail
 
 # shellcheck source=lib.sh source-path=SCRIPTDIR
