@@ -13,8 +13,8 @@
  * implementation reports a failure through the return value instead.
  *
  * NOTE: a process loads keys through either this API or keycell.h, not
- * both. Each library registers its own OpenSSL provider named "keycell",
- * and key loads through the API that registered second fail.
+ * both. Each library registers its own OpenSSL provider named
+ * "keycell-embedded", and key loads through the API that registered second fail.
  */
 #ifndef NEVERBLEED_H
 #define NEVERBLEED_H

@@ -8,8 +8,8 @@
  * server receives only the public key and an id; the key file is opened by
  * the cell, never by the server.
  *
- * A loaded key is an ordinary EVP_PKEY implemented by the "keycell" OpenSSL
- * provider. It works wherever OpenSSL 3 takes a private key: TLS 1.2 and 1.3
+ * A loaded key is an ordinary EVP_PKEY implemented by the built-in OpenSSL
+ * provider "keycell-embedded". It works wherever OpenSSL 3 takes a private key: TLS 1.2 and 1.3
  * servers and clients, X.509 and CMS signing.
  *
  * Errors: every function that can fail takes |err| and |err_len| and, on

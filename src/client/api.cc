@@ -167,7 +167,7 @@ keycell_operation *StartOperation(
     std::shared_ptr<provider::CellKeyHandle> handle, protocol::MessageType type,
     const Message &request, char *err, size_t err_len) {
   Result<std::shared_ptr<client::PendingOperation>> pending =
-      handle->cell().Submit(type, request);
+      handle->backend().Submit(request);
   if (!pending.ok()) {
     WriteError(err, err_len, pending.status().message());
     return nullptr;
@@ -398,7 +398,6 @@ keycell_operation *keycell_sign_start(EVP_PKEY *pkey, const char *digest,
   }
 
   protocol::SignRequest request;
-  request.key_id = handle->key_id();
   unsigned char hash[EVP_MAX_MD_SIZE];
   std::string digest_name;
   if (eddsa) {
@@ -452,7 +451,6 @@ keycell_operation *keycell_decrypt_start(EVP_PKEY *pkey, int rsa_padding,
     return nullptr;
   }
   protocol::DecryptRequest request;
-  request.key_id = handle->key_id();
   request.padding = static_cast<uint8_t>(rsa_padding);
   request.ciphertext = {ciphertext, ciphertext_len};
   return StartOperation(std::move(handle), protocol::MessageType::kDecrypt,

@@ -1,7 +1,6 @@
 #include "provider/key.h"
 
 #include <openssl/async.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <map>
@@ -16,23 +15,14 @@ std::mutex offered_mutex;
 std::map<uint64_t, std::shared_ptr<CellKeyHandle>> offered;
 uint64_t next_token = 1;
 
-template <typename Message>
-void EncodePayload(const Message &message, protocol::WipingBuffer &payload) {
-  protocol::Writer writer(payload);
-  protocol::Encode(writer, message);
-}
-
 // The key under which an operation's descriptor is registered with the
 // ASYNC_WAIT_CTX of the job waiting for it.
 const char kWaitKey = 0;
 
-// Sends |request| and pauses the calling ASYNC_JOB until the reply arrives,
-// so the thread that runs the job goes on with other work meanwhile.
-template <typename Message>
-Status CallInJob(client::CellClient &cell, protocol::MessageType type,
-                 const Message &request, client::Reply &reply) {
-  Result<std::shared_ptr<client::PendingOperation>> submitted =
-      cell.Submit(type, request);
+}  // namespace
+
+Status WaitInJob(Result<std::shared_ptr<client::PendingOperation>> submitted,
+                 client::Reply &reply) {
   if (!submitted.ok()) {
     return submitted.status();
   }
@@ -63,56 +53,10 @@ Status CallInJob(client::CellClient &cell, protocol::MessageType type,
   return Status::Ok();
 }
 
-}  // namespace
-
-CellKeyHandle::CellKeyHandle(std::shared_ptr<client::CellClient> cell,
-                             uint32_t key_id, Transport transport)
-    : cell_(std::move(cell)),
-      key_id_(key_id),
-      loader_pid_(getpid()),
-      transport_(transport) {}
-
-template <typename Message>
-Status CellKeyHandle::Call(protocol::MessageType type, const Message &request,
-                           client::Reply &reply) const {
-  if (transport_ != nullptr) {
-    protocol::WipingBuffer payload;
-    EncodePayload(request, payload);
-    Status status;
-    if (transport_(type, payload.span(), &reply, status)) {
-      return status;
-    }
-  }
-  if (ASYNC_get_current_job() != nullptr) {
-    return CallInJob(*cell_, type, request, reply);
-  }
-  return cell_->Call(type, request, reply);
-}
-
-CellKeyHandle::~CellKeyHandle() {
-  // A forked child frees its copies of the parent's keys too; only the
-  // process that loaded a key may release it.
-  if (getpid() != loader_pid_ || cell_->gone()) {
-    return;
-  }
-  protocol::ReleaseKeyRequest request{key_id_};
-  if (transport_ != nullptr) {
-    protocol::WipingBuffer payload;
-    EncodePayload(request, payload);
-    Status status;
-    if (transport_(protocol::MessageType::kReleaseKey, payload.span(), nullptr,
-                   status)) {
-      return;
-    }
-  }
-  (void)cell_->Send(protocol::MessageType::kReleaseKey, request);
-}
-
 bool CellKeyHandle::Sign(protocol::SignRequest request, unsigned char *out,
                          size_t *out_length, size_t out_size) const {
-  request.key_id = key_id_;
   client::Reply reply;
-  Status status = Call(protocol::MessageType::kSign, request, reply);
+  Status status = backend_->Call(request, reply);
   protocol::SignReply message;
   if (status.ok() && !protocol::Decode(reply.payload, message)) {
     status = Status(Code::kProtocol, "the cell sent a malformed signature");
@@ -133,9 +77,8 @@ bool CellKeyHandle::Sign(protocol::SignRequest request, unsigned char *out,
 bool CellKeyHandle::Decrypt(protocol::DecryptRequest request,
                             unsigned char *out, size_t *out_length,
                             size_t out_size) const {
-  request.key_id = key_id_;
   client::Reply reply;
-  Status status = Call(protocol::MessageType::kDecrypt, request, reply);
+  Status status = backend_->Call(request, reply);
   protocol::DecryptReply message;
   if (status.ok() && !protocol::Decode(reply.payload, message)) {
     status = Status(Code::kProtocol, "the cell sent a malformed plaintext");

@@ -4,12 +4,13 @@
 #define KEYCELL_PROVIDER_KEY_H
 
 #include <openssl/evp.h>
-#include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
 #include <span>
 
+#include "base/status.h"
+#include "client/async_channel.h"
 #include "client/cell_client.h"
 #include "protocol/messages.h"
 
@@ -19,46 +20,53 @@ namespace kc::provider {
 // half of a key, never this provider's.
 inline constexpr const char *kOtherProviders = "provider!=keycell";
 
-// Carries one request of a key in place of CellClient::Call and Send. It
-// receives the message type and the encoded request payload. It returns
-// false when it does not carry the request, which then goes over the
-// cell's per-thread connection. Otherwise it stores the outcome in
-// |status| and, unless |reply| is nullptr, the reply in |reply|. A nullptr
-// |reply| marks a request whose reply is never read.
-using Transport = bool (*)(protocol::MessageType type,
-                           std::span<const uint8_t> payload,
-                           client::Reply *reply, Status &status);
+// The backend of a key's private operations: a cell that this process
+// started, or a keycelld daemon. Each request's key id is ignored and set
+// by the backend, because a daemon numbers keys per connection.
+class KeyBackend {
+ public:
+  virtual ~KeyBackend() = default;
 
-// A private key held by a cell. Shared by every ProviderKey that refers to
-// it; the last one to go tells the cell to release the key.
+  // Run one request and wait for its reply. A reply whose status is not
+  // zero is returned as a Status with the message of the cell or daemon.
+  virtual Status Call(protocol::SignRequest request, client::Reply &reply) = 0;
+  virtual Status Call(protocol::DecryptRequest request,
+                      client::Reply &reply) = 0;
+
+  // Send one request and return at once. The operation's descriptor becomes
+  // readable once the reply has arrived.
+  virtual Result<std::shared_ptr<client::PendingOperation>> Submit(
+      protocol::SignRequest request) = 0;
+  virtual Result<std::shared_ptr<client::PendingOperation>> Submit(
+      protocol::DecryptRequest request) = 0;
+};
+
+// Waits for |submitted| inside the calling ASYNC_JOB, which pauses until the
+// operation's descriptor is readable, and copies the reply to |reply|.
+Status WaitInJob(Result<std::shared_ptr<client::PendingOperation>> submitted,
+                 client::Reply &reply);
+
+// A private key held by a cell or a daemon. Shared by every ProviderKey that
+// refers to it.
 class CellKeyHandle {
  public:
-  CellKeyHandle(std::shared_ptr<client::CellClient> cell, uint32_t key_id,
-                Transport transport = nullptr);
+  explicit CellKeyHandle(std::unique_ptr<KeyBackend> backend)
+      : backend_(std::move(backend)) {}
   CellKeyHandle(const CellKeyHandle &) = delete;
   CellKeyHandle &operator=(const CellKeyHandle &) = delete;
-  ~CellKeyHandle();
 
-  client::CellClient &cell() const { return *cell_; }
-  uint32_t key_id() const { return key_id_; }
+  KeyBackend &backend() const { return *backend_; }
 
-  // Run one operation in the cell and copy its result to |out|, which holds
-  // |out_size| bytes. On failure they push an error onto OpenSSL's queue
-  // and return false.
+  // Run one operation and copy its result to |out|, which holds |out_size|
+  // bytes. On failure they push an error onto OpenSSL's queue and return
+  // false.
   bool Sign(protocol::SignRequest request, unsigned char *out,
             size_t *out_length, size_t out_size) const;
   bool Decrypt(protocol::DecryptRequest request, unsigned char *out,
                size_t *out_length, size_t out_size) const;
 
  private:
-  template <typename Message>
-  Status Call(protocol::MessageType type, const Message &request,
-              client::Reply &reply) const;
-
-  std::shared_ptr<client::CellClient> cell_;
-  uint32_t key_id_;
-  pid_t loader_pid_;
-  Transport transport_;
+  std::unique_ptr<KeyBackend> backend_;
 };
 
 struct ProviderKey {
