@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 
 #include <atomic>
+#include <utility>
 
 #include "provider/key.h"
 #include "provider/provider.h"
@@ -240,6 +241,21 @@ void *DupKey(const void *keydata, int selection) {
   return copy;
 }
 
+// Takes over the keydata that this provider's decoder or store loader
+// passes by reference: the address of a ProviderKey pointer, which is
+// cleared so that the caller does not free the key.
+template <KeyType kType>
+void *LoadKey(const void *reference, size_t reference_size) {
+  if (reference == nullptr || reference_size != sizeof(ProviderKey *)) {
+    return nullptr;
+  }
+  auto **slot = static_cast<ProviderKey **>(const_cast<void *>(reference));
+  if (*slot == nullptr || (*slot)->type != kType) {
+    return nullptr;
+  }
+  return std::exchange(*slot, nullptr);
+}
+
 template <KeyType kType>
 const OSSL_DISPATCH kKeymgmtFunctions[] = {
     {OSSL_FUNC_KEYMGMT_NEW, reinterpret_cast<void (*)()>(NewKey<kType>)},
@@ -258,6 +274,7 @@ const OSSL_DISPATCH kKeymgmtFunctions[] = {
     {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME,
      reinterpret_cast<void (*)()>(QueryOperationName<kType>)},
     {OSSL_FUNC_KEYMGMT_DUP, reinterpret_cast<void (*)()>(DupKey)},
+    {OSSL_FUNC_KEYMGMT_LOAD, reinterpret_cast<void (*)()>(LoadKey<kType>)},
     {0, nullptr},
 };
 

@@ -11,7 +11,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
+# The OpenSSL module installs to OpenSSL's own modules directory, outside
+# any prefix, so only the default component goes to the temporary prefix.
+cmake --install "$build_dir" --prefix "$work/prefix" --component Unspecified \
+  >/dev/null
 libdir=$(find "$work/prefix" -name keycell.pc -printf '%h\n' | head -n 1)
 if [ -z "$libdir" ]; then
   echo "keycell.pc was not installed" >&2

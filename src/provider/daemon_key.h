@@ -1,0 +1,56 @@
+// Keys held by a keycelld daemon, as the decoder and the store loader of
+// the loadable module create them.
+#ifndef KEYCELL_PROVIDER_DAEMON_KEY_H
+#define KEYCELL_PROVIDER_DAEMON_KEY_H
+
+#include <openssl/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "client/daemon_client.h"
+#include "provider/key.h"
+
+namespace kc::provider {
+
+// Key |key_name| of |client|'s daemon. The daemon releases the key when the
+// connection that opened it closes, so this backend sends no release.
+class DaemonKey : public KeyBackend {
+ public:
+  DaemonKey(std::shared_ptr<client::DaemonClient> client, std::string key_name,
+            std::vector<uint8_t> public_key);
+
+  Status Call(protocol::SignRequest request, client::Reply &reply) override;
+  Status Call(protocol::DecryptRequest request, client::Reply &reply) override;
+  // NOTE: a daemon key's operations block the calling thread, also inside
+  // an ASYNC_JOB, because daemon connections carry one request at a time.
+  Result<std::shared_ptr<client::PendingOperation>> Submit(
+      protocol::SignRequest request) override;
+  Result<std::shared_ptr<client::PendingOperation>> Submit(
+      protocol::DecryptRequest request) override;
+
+ private:
+  std::shared_ptr<client::DaemonClient> client_;
+  std::string key_name_;
+  std::vector<uint8_t> public_key_;
+};
+
+// Returns new keydata for this provider's keymgmt: key |key_name| of the
+// daemon at |socket_path|, whose public key is the DER SubjectPublicKeyInfo
+// |public_key|. The caller owns the result.
+Result<ProviderKey *> NewDaemonKey(OSSL_LIB_CTX *libctx,
+                                   const std::string &socket_path,
+                                   const std::string &key_name,
+                                   std::span<const uint8_t> public_key);
+
+// Returns the OSSL_OBJECT parameters that hand |*key| to keymgmt's load
+// function by reference. |key| must outlive the parameters.
+void ObjectParams(ProviderKey **key, OSSL_PARAM params[4]);
+
+}  // namespace kc::provider
+
+#endif  // KEYCELL_PROVIDER_DAEMON_KEY_H

@@ -1,0 +1,196 @@
+// keycell.so with the real keycelld: reference files written by
+// `keycell wrap`, signatures through PEM_read_bio_PrivateKey and
+// `openssl s_server`, keycelld restarts and allow-lists.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "module_test_util.h"
+#include "test_util.h"
+
+namespace keycell_test {
+namespace {
+
+bool SocketAccepts(const std::string &path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  bool ok =
+      connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class ModuleKeycelldTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(dir_.path(), "");
+    // keycelld may run as another user, which must reach the socket.
+    ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+    ASSERT_TRUE(WriteModuleConfig(openssl_config_));
+    WriteConfig("root");
+  }
+
+  void TearDown() override { Stop(); }
+
+  // Writes a keycelld configuration that serves rsa2048, p256 and ed25519
+  // to |users|.
+  void WriteConfig(const std::string &users) {
+    std::string text = "socket " + socket_ + "\nsocket_mode 0666\nworkers 2\n";
+    for (const char *name : {"rsa2048", "p256", "ed25519"}) {
+      text += std::string("key ") + name + " {\n  file " + KeyPath(name) +
+              "\n  allow_users " + users + "\n}\n";
+    }
+    std::string error;
+    ASSERT_TRUE(WriteFile(config_, text.data(), text.size(), &error)) << error;
+  }
+
+  // Starts keycelld and waits until its socket accepts connections.
+  bool Start() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(log, STDERR_FILENO);
+      execl(KEYCELLD_PATH, "keycelld", "--config", config_.c_str(),
+            "--foreground", nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {
+      if (SocketAccepts(socket_)) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+  // Writes a reference file for |name| with `keycell wrap`.
+  std::string Wrap(const std::string &name) {
+    std::string path = dir_.File(name + "-ref.pem");
+    std::string output;
+    std::string status = RunProgram({KEYCELL_CLI_PATH, "wrap", "--socket",
+                                     socket_, "--key", name, "--out", path},
+                                    &output);
+    EXPECT_EQ(status, "exit status 0") << output;
+    return path;
+  }
+
+  std::string Log() const {
+    std::vector<unsigned char> text;
+    std::string error;
+    ReadFile(log_, &text, &error);
+    return std::string(text.begin(), text.end());
+  }
+
+  TempDir dir_;
+  std::string socket_ = dir_.File("keycelld.sock");
+  std::string config_ = dir_.File("keycelld.conf");
+  std::string log_ = dir_.File("keycelld.log");
+  std::string openssl_config_ = dir_.File("openssl.cnf");
+  pid_t pid_ = -1;
+};
+
+EvpPkeyPtr ReadReference(const std::string &path, std::string *error) {
+  BIO *bio = BIO_new_file(path.c_str(), "r");
+  EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (key == nullptr) {
+    *error = DrainOpenSslErrors();
+  }
+  return EvpPkeyPtr(key);
+}
+
+bool LoadModule() {
+  return OSSL_PROVIDER_load(nullptr, "default") != nullptr &&
+         OSSL_PROVIDER_load(nullptr, ModulePath()) != nullptr;
+}
+
+TEST_F(ModuleKeycelldTest, WrappedReferencesSign) {
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  for (const char *name : {"rsa2048", "p256", "ed25519"}) {
+    SCOPED_TRACE(name);
+    std::string error;
+    EvpPkeyPtr key = ReadReference(Wrap(name), &error);
+    ASSERT_NE(key, nullptr) << error;
+    EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath(name), &error);
+    ASSERT_NE(public_key, nullptr) << error;
+    EXPECT_TRUE(SignAndVerify(key.get(), public_key.get(),
+                              DefaultDigest(key.get()), &error))
+        << error << Log();
+  }
+}
+
+TEST_F(ModuleKeycelldTest, RestartFailsThenRecovers) {
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  std::string error;
+  EvpPkeyPtr key = ReadReference(Wrap("p256"), &error);
+  ASSERT_NE(key, nullptr) << error;
+  EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath("p256"), &error);
+  ASSERT_NE(public_key, nullptr) << error;
+  ASSERT_TRUE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error))
+      << error;
+
+  Stop();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  EXPECT_NE(error.find("keycelld is not running at " + socket_),
+            std::string::npos)
+      << error;
+
+  ASSERT_TRUE(Start()) << Log();
+  EXPECT_TRUE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error))
+      << error;
+}
+
+TEST_F(ModuleKeycelldTest, AllowListDeniesOtherUsers) {
+  ASSERT_TRUE(Start()) << Log();
+  std::string reference = Wrap("p256");
+  Stop();
+  WriteConfig("nobody");
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  std::string error;
+  EvpPkeyPtr key = ReadReference(reference, &error);
+  ASSERT_NE(key, nullptr) << error;
+  EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath("p256"), &error);
+  ASSERT_NE(public_key, nullptr) << error;
+  EXPECT_FALSE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error));
+  EXPECT_NE(error.find("access denied"), std::string::npos) << error;
+}
+
+TEST_F(ModuleKeycelldTest, SServerHandshakes) {
+  ASSERT_TRUE(Start()) << Log();
+  for (const char *name : {"rsa2048", "p256", "ed25519"}) {
+    std::string reference = Wrap(name);
+    for (const char *version : {"-tls1_2", "-tls1_3"}) {
+      ExpectHandshake(openssl_config_, name, reference, version);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace keycell_test
