@@ -8,8 +8,11 @@
 #include <openssl/ssl.h>
 #include <openssl/store.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "module_test_util.h"
 #include "protocol/codec.h"
@@ -198,6 +201,64 @@ TEST_F(ModuleProviderTest, DaemonRestartFailsThenRecovers) {
   EXPECT_EQ(daemon_->open_requests(), opens + 1);
 }
 
+TEST_F(ModuleProviderTest, ForkedChildConnectsAgain) {
+  std::string error;
+  ASSERT_TRUE(LoadModule(&error)) << error;
+  EvpPkeyPtr key = ReadReference(Reference("p256"), &error);
+  ASSERT_NE(key, nullptr) << error;
+  EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath("p256"), &error);
+  ASSERT_NE(public_key, nullptr) << error;
+  ASSERT_TRUE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error))
+      << error;
+  int opens = daemon_->open_requests();
+
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string child_error;
+    _exit(SignAndVerify(key.get(), public_key.get(), "SHA256", &child_error)
+              ? 0
+              : 1);
+  }
+  EXPECT_EQ(WaitForChild(pid), "exit status 0");
+  // The child opened a connection of its own and the key on it.
+  EXPECT_EQ(daemon_->open_requests(), opens + 1);
+
+  EXPECT_TRUE(SignAndVerify(key.get(), public_key.get(), "SHA256", &error))
+      << error;
+  EXPECT_EQ(daemon_->open_requests(), opens + 1);
+}
+
+TEST_F(ModuleProviderTest, ThreadsUseOwnConnections) {
+  std::string error;
+  ASSERT_TRUE(LoadModule(&error)) << error;
+  EvpPkeyPtr key = ReadReference(Reference("rsa2048"), &error);
+  ASSERT_NE(key, nullptr) << error;
+  EvpPkeyPtr public_key = ReadCertificatePublicKey(CertPath("rsa2048"), &error);
+  ASSERT_NE(public_key, nullptr) << error;
+  constexpr int kThreads = 4;
+  constexpr int kSignaturesPerThread = 20;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kSignaturesPerThread; ++i) {
+        std::string thread_error;
+        if (!SignAndVerify(key.get(), public_key.get(), "SHA256",
+                           &thread_error)) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread &thread : threads) {
+    thread.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(daemon_->open_requests(), kThreads);
+  EXPECT_EQ(daemon_->sign_requests(), kThreads * kSignaturesPerThread);
+}
+
 TEST_F(ModuleProviderTest, UnknownKeyNameFailsToSign) {
   std::string error;
   ASSERT_TRUE(LoadModule(&error)) << error;
@@ -308,6 +369,7 @@ TEST_F(ModuleProviderTest, MalformedReferencesFailClearly) {
   ASSERT_GT(der_length, 0);
   std::vector<uint8_t> spki(der, der + der_length);
   OPENSSL_free(der);
+
   const std::string socket = daemon_->socket_path();
   std::vector<uint8_t> truncated = Body(1, socket, "p256", spki);
   truncated.resize(truncated.size() - 5);
@@ -322,6 +384,7 @@ TEST_F(ModuleProviderTest, MalformedReferencesFailClearly) {
     x25519.assign(x, x + x_length);
     OPENSSL_free(x);
   }
+
   struct Case {
     const char *label;
     std::string pem;
