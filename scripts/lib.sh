@@ -24,6 +24,21 @@ KEYCELL_FUZZ_PACKAGES=(
   llvm-14
 )
 
+# Debian packages of the TLS servers and clients that the tests in
+# tests/servers_* run with keycelld keys. scripts/test.sh installs them with
+# install_packages_without_services, because their maintainer scripts start
+# system services otherwise.
+# shellcheck disable=SC2034
+KEYCELL_SERVER_PACKAGES=(
+  nginx
+  haproxy
+  apache2
+  lighttpd
+  lighttpd-mod-openssl
+  stunnel4
+  curl
+)
+
 # Root directory of the repository (the parent of scripts/), for the scripts
 # that source this file.
 # shellcheck disable=SC2034
@@ -83,4 +98,34 @@ install_missing_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# Installs the missing packages among the arguments like
+# install_missing_packages, but with a /usr/sbin/policy-rc.d that exits 101
+# for the duration of the install, so that the packages' maintainer scripts
+# start no system service. A policy-rc.d that exists already is left as it
+# is; one that this function writes is removed when the install ends, also
+# when it fails.
+install_packages_without_services() {
+  local policy=/usr/sbin/policy-rc.d
+  if [[ -z "$(missing_packages "$@")" ]] || [[ -e "$policy" ]]; then
+    install_missing_packages "$@"
+    return
+  fi
+
+  local -a sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null \
+      || die "missing packages $*: run as root or install sudo"
+    sudo=(sudo)
+  fi
+  log "writing $policy so that the install starts no service"
+  printf '#!/bin/sh\n# Written by keycell scripts/lib.sh during an install.\nexit 101\n' \
+    | "${sudo[@]}" tee "$policy" >/dev/null
+  "${sudo[@]}" chmod 0755 "$policy"
+  (
+    # shellcheck disable=SC2064
+    trap "${sudo[*]} rm -f '$policy'" EXIT
+    install_missing_packages "$@"
+  )
 }

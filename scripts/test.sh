@@ -38,6 +38,10 @@ for preset in "${presets[@]}"; do
   if [[ "$preset" == fuzz ]]; then
     install_missing_packages "${KEYCELL_FUZZ_PACKAGES[@]}"
   fi
+  # Only the default preset registers the server tests.
+  if [[ "$preset" == default ]]; then
+    install_packages_without_services "${KEYCELL_SERVER_PACKAGES[@]}"
+  fi
 done
 
 jobs="${KEYCELL_CTEST_JOBS:-$(nproc)}"
