@@ -47,12 +47,16 @@ class ModuleKeycelldTest : public ::testing::Test {
   void TearDown() override { Stop(); }
 
   // Writes a keycelld configuration that serves rsa2048, p256 and ed25519
-  // to |users|.
+  // to |users|, and rsa2048 also for RSA decryption.
   void WriteConfig(const std::string &users) {
     std::string text = "socket " + socket_ + "\nsocket_mode 0666\nworkers 2\n";
     for (const char *name : {"rsa2048", "p256", "ed25519"}) {
       text += std::string("key ") + name + " {\n  file " + KeyPath(name) +
-              "\n  allow_users " + users + "\n}\n";
+              "\n  allow_users " + users + "\n";
+      if (std::string(name) == "rsa2048") {
+        text += "  allow_rsa_decryption yes\n";
+      }
+      text += "}\n";
     }
     std::string error;
     ASSERT_TRUE(WriteFile(config_, text.data(), text.size(), &error)) << error;
@@ -190,6 +194,13 @@ TEST_F(ModuleKeycelldTest, SServerHandshakes) {
       ExpectHandshake(openssl_config_, name, reference, version);
     }
   }
+}
+
+TEST_F(ModuleKeycelldTest, SServerRsaKeyExchange) {
+  ASSERT_TRUE(Start()) << Log();
+  // TLS 1.2 RSA key exchange: keycelld decrypts the premaster secret.
+  ExpectHandshake(openssl_config_, "rsa2048", Wrap("rsa2048"), "-tls1_2",
+                  {"-cipher", "AES128-GCM-SHA256"});
 }
 
 }  // namespace

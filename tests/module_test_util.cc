@@ -406,7 +406,8 @@ int FreePort() {
 }
 
 void ExpectHandshake(const std::string &config, const std::string &name,
-                     const std::string &key, const std::string &version) {
+                     const std::string &key, const std::string &version,
+                     const std::vector<std::string> &client_options) {
   SCOPED_TRACE(name + " " + version);
   int port = FreePort();
   ASSERT_GT(port, 0);
@@ -420,10 +421,13 @@ void ExpectHandshake(const std::string &config, const std::string &name,
   ASSERT_NE(server_output.find("ACCEPT"), std::string::npos) << server_output;
 
   std::string client_output;
-  std::string client_status =
-      RunOpenssl({"s_client", "-connect", address, "-CAfile", CertPath(name),
-                  "-verify_return_error", "-brief", version},
-                 "", &client_output);
+  std::vector<std::string> client_args = {
+      "s_client", "-connect",     address,
+      "-CAfile",  CertPath(name), "-verify_return_error",
+      "-brief",   version};
+  client_args.insert(client_args.end(), client_options.begin(),
+                     client_options.end());
+  std::string client_status = RunOpenssl(client_args, "", &client_output);
   server_output += ReadOutput(server.output, "", 2000);
   EXPECT_EQ(client_status, "exit status 0") << client_output << "\nserver:\n"
                                             << server_output;
@@ -433,6 +437,13 @@ void ExpectHandshake(const std::string &config, const std::string &name,
   EXPECT_NE(client_output.find("Protocol version: " + protocol),
             std::string::npos)
       << client_output;
+  for (size_t i = 0; i + 1 < client_options.size(); ++i) {
+    if (client_options[i] == "-cipher") {
+      EXPECT_NE(client_output.find("Ciphersuite: " + client_options[i + 1]),
+                std::string::npos)
+          << client_output;
+    }
+  }
 
   ::close(server.output);
   kill(server.pid, SIGTERM);

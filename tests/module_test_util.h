@@ -101,9 +101,11 @@ int FreePort();
 // Runs `openssl s_server` on 127.0.0.1 with OPENSSL_CONF |config|, |key|
 // and the certificate of test key |name|, and checks one `openssl s_client`
 // handshake with |version| ("-tls1_2" or "-tls1_3") that verifies the
-// certificate. Reports failures through GoogleTest.
+// certificate, with |client_options| added to its command line. Reports
+// failures through GoogleTest.
 void ExpectHandshake(const std::string &config, const std::string &name,
-                     const std::string &key, const std::string &version);
+                     const std::string &key, const std::string &version,
+                     const std::vector<std::string> &client_options = {});
 
 // The path of keycell.so in the build tree.
 const char *ModulePath();
