@@ -34,20 +34,20 @@ Result<std::shared_ptr<client::PendingOperation>> DaemonKey::Submit(
                 "keycelld keys do not support asynchronous operations");
 }
 
-Result<ProviderKey *> NewDaemonKey(OSSL_LIB_CTX *libctx,
-                                   const std::string &socket_path,
-                                   const std::string &key_name,
-                                   std::span<const uint8_t> public_key) {
+Result<protocol::KeyType> ParsePublicKey(OSSL_LIB_CTX *libctx,
+                                         const std::string &key_name,
+                                         std::span<const uint8_t> public_key,
+                                         EVP_PKEY **pkey) {
   const unsigned char *cursor = public_key.data();
   // The decoder tries several structures and leaves errors for the ones
   // that did not match; only a failure overall is worth reporting.
   ERR_set_mark();
-  EVP_PKEY *pkey =
+  EVP_PKEY *parsed =
       d2i_PUBKEY_ex(nullptr, &cursor, static_cast<long>(public_key.size()),
                     libctx, kOtherProviders);
   ERR_pop_to_mark();
-  if (pkey == nullptr || cursor != public_key.data() + public_key.size()) {
-    EVP_PKEY_free(pkey);
+  if (parsed == nullptr || cursor != public_key.data() + public_key.size()) {
+    EVP_PKEY_free(parsed);
     return Status(Code::kInvalidArgument,
                   "the public key of key '" + key_name +
                       "' is not a valid DER SubjectPublicKeyInfo");
@@ -55,22 +55,40 @@ Result<ProviderKey *> NewDaemonKey(OSSL_LIB_CTX *libctx,
   for (protocol::KeyType type :
        {protocol::KeyType::kRsa, protocol::KeyType::kEc,
         protocol::KeyType::kEd25519, protocol::KeyType::kEd448}) {
-    if (EVP_PKEY_is_a(pkey, protocol::KeyTypeName(type))) {
-      auto *key = new ProviderKey(type, libctx);
-      key->public_key = pkey;
-      key->handle = std::make_shared<CellKeyHandle>(std::make_unique<DaemonKey>(
-          client::DaemonClient::ForSocket(socket_path), key_name,
-          std::vector<uint8_t>(public_key.begin(), public_key.end())));
-      return key;
+    if (EVP_PKEY_is_a(parsed, protocol::KeyTypeName(type))) {
+      if (pkey != nullptr) {
+        *pkey = parsed;
+      } else {
+        EVP_PKEY_free(parsed);
+      }
+      return type;
     }
   }
-  std::string type_name = EVP_PKEY_get0_type_name(pkey) != nullptr
-                              ? EVP_PKEY_get0_type_name(pkey)
+  std::string type_name = EVP_PKEY_get0_type_name(parsed) != nullptr
+                              ? EVP_PKEY_get0_type_name(parsed)
                               : "unknown";
-  EVP_PKEY_free(pkey);
+  EVP_PKEY_free(parsed);
   return Status(Code::kInvalidArgument,
                 "key '" + key_name + "' has the unsupported key type " +
                     type_name + "; keycell supports RSA, EC, ED25519, ED448");
+}
+
+Result<ProviderKey *> NewDaemonKey(OSSL_LIB_CTX *libctx,
+                                   const std::string &socket_path,
+                                   const std::string &key_name,
+                                   std::span<const uint8_t> public_key) {
+  EVP_PKEY *pkey = nullptr;
+  Result<protocol::KeyType> type =
+      ParsePublicKey(libctx, key_name, public_key, &pkey);
+  if (!type.ok()) {
+    return type.status();
+  }
+  auto *key = new ProviderKey(*type, libctx);
+  key->public_key = pkey;
+  key->handle = std::make_shared<CellKeyHandle>(std::make_unique<DaemonKey>(
+      client::DaemonClient::ForSocket(socket_path), key_name,
+      std::vector<uint8_t>(public_key.begin(), public_key.end())));
+  return key;
 }
 
 void ObjectParams(ProviderKey **key, OSSL_PARAM params[4]) {

@@ -17,8 +17,9 @@
 
 namespace kc::provider {
 
-// Key |key_name| of |client|'s daemon. The daemon releases the key when the
-// connection that opened it closes, so this backend sends no release.
+// Key |key_name| of |client|'s daemon. A key id is valid only on the
+// connection that opened it and ends with it, so this backend sends no
+// release.
 class DaemonKey : public KeyBackend {
  public:
   DaemonKey(std::shared_ptr<client::DaemonClient> client, std::string key_name,
@@ -38,6 +39,14 @@ class DaemonKey : public KeyBackend {
   std::string key_name_;
   std::vector<uint8_t> public_key_;
 };
+
+// Returns the type of the key whose DER SubjectPublicKeyInfo is
+// |public_key|, and stores the key in |*pkey| unless |pkey| is nullptr.
+// |key_name| appears in the error message.
+Result<protocol::KeyType> ParsePublicKey(OSSL_LIB_CTX *libctx,
+                                         const std::string &key_name,
+                                         std::span<const uint8_t> public_key,
+                                         EVP_PKEY **pkey);
 
 // Returns new keydata for this provider's keymgmt: key |key_name| of the
 // daemon at |socket_path|, whose public key is the DER SubjectPublicKeyInfo

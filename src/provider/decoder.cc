@@ -68,19 +68,6 @@ bool ReadAll(OSSL_LIB_CTX *libctx, OSSL_CORE_BIO *cbio, std::string &text) {
   return true;
 }
 
-// Returns the type of the key whose DER SubjectPublicKeyInfo is |der|.
-Result<KeyType> TypeOfPublicKey(OSSL_LIB_CTX *libctx,
-                                std::span<const uint8_t> der,
-                                const std::string &key_name) {
-  Result<ProviderKey *> key = NewDaemonKey(libctx, "", key_name, der);
-  if (!key.ok()) {
-    return key.status();
-  }
-  KeyType type = key.value()->type;
-  delete key.value();
-  return type;
-}
-
 // The first stage: a PEM block labelled "KEYCELL PRIVATE KEY" becomes the
 // binary reference body, passed on with the structure name "keycell" and
 // the key's type. Passing data rather than a reference at this stage is
@@ -101,8 +88,8 @@ int DecodePem(void *vctx, OSSL_CORE_BIO *cbio, int selection,
   Result<protocol::KeyReference> reference = protocol::DecodeReference(text);
   Result<KeyType> type = Status(Code::kInvalidArgument, "");
   if (reference.ok()) {
-    type = TypeOfPublicKey(ctx->libctx, reference->public_key,
-                           reference->key_name);
+    type = ParsePublicKey(ctx->libctx, reference->key_name,
+                          reference->public_key, nullptr);
   }
   if (!reference.ok() || !type.ok()) {
     const Status &status = !reference.ok() ? reference.status() : type.status();
