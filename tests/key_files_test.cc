@@ -147,6 +147,17 @@ class CellKeyFile : public ::testing::Test {
   std::string error_;
 };
 
+// The protocol carries paths of up to 4096 bytes; a longer one is rejected
+// before it reaches the cell, and the cell keeps serving.
+TEST_F(CellKeyFile, OverlongPathRejected) {
+  std::string path = "/" + std::string(5000, 'k');
+  EvpPkeyPtr key = LoadCellKey(cell_.get(), path, nullptr, &error_);
+  EXPECT_EQ(key, nullptr);
+  EXPECT_NE(error_.find("longer than 4096 bytes"), std::string::npos) << error_;
+  EvpPkeyPtr next = LoadCellKey(cell_.get(), KeyPath("p256"), nullptr, &error_);
+  EXPECT_NE(next, nullptr) << error_;
+}
+
 TEST_F(CellKeyFile, Pkcs8Pem) {
   for (const char *key_name : {"rsa2048", "rsa3072", "rsa4096", "rsa8192",
                                "p256", "p384", "p521", "ed25519", "ed448"}) {

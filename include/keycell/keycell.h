@@ -9,8 +9,8 @@
  * the cell, never by the server.
  *
  * A loaded key is an ordinary EVP_PKEY implemented by the built-in OpenSSL
- * provider "keycell-embedded". It works wherever OpenSSL 3 takes a private key: TLS 1.2 and 1.3
- * servers and clients, X.509 and CMS signing.
+ * provider "keycell-embedded". It works wherever OpenSSL 3 takes a private key:
+ * TLS 1.2 and 1.3 servers and clients, X.509 and CMS signing.
  *
  * Errors: every function that can fail takes |err| and |err_len| and, on
  * failure, writes a NUL-terminated message there (truncated to fit) that
@@ -37,8 +37,10 @@ extern "C" {
 #endif
 
 /* KEYCELL_ERROR_SIZE is a buffer size that fits every message keycell
- * writes without truncation. */
-#define KEYCELL_ERROR_SIZE 512
+ * writes without truncation: a message names at most one path, which the
+ * cell accepts up to 4096 bytes long, plus the reason. A smaller buffer
+ * gets the message truncated to fit. */
+#define KEYCELL_ERROR_SIZE 4608
 
 /* keycell is a handle to one running cell process. */
 typedef struct keycell keycell;

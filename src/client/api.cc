@@ -97,6 +97,12 @@ Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
   std::string passphrase_file = options->passphrase_file.empty()
                                     ? std::string()
                                     : AbsolutePath(options->passphrase_file);
+  if (absolute_path.size() > protocol::kMaxStringLength ||
+      passphrase_file.size() > protocol::kMaxStringLength) {
+    return Status(Code::kInvalidArgument,
+                  "the key or passphrase file path is longer than " +
+                      std::to_string(protocol::kMaxStringLength) + " bytes");
+  }
   protocol::LoadKeyRequest request;
   request.path = absolute_path;
   request.passphrase_file = passphrase_file;
@@ -253,6 +259,12 @@ int keycell_drop_privileges(keycell *cell, const char *user, char *err,
     WriteError(err, err_len,
                "keycell_drop_privileges: the cell and a user name are "
                "required");
+    return 0;
+  }
+  if (std::strlen(user) > protocol::kMaxStringLength) {
+    WriteError(err, err_len,
+               "keycell_drop_privileges: the user name is longer than " +
+                   std::to_string(protocol::kMaxStringLength) + " bytes");
     return 0;
   }
   protocol::DropPrivilegesRequest request{user};

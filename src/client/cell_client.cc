@@ -319,11 +319,18 @@ Status CellClient::Exchange(protocol::WipingBuffer &frame, bool wait,
       continue;
     }
     if (n < 0) {
+      int error = errno;
       DropConnection(serial_);
       frame.Clear();
-      if (errno == EPIPE || errno == ECONNRESET) {
+      if (error == EPIPE || error == ECONNRESET) {
+        // The cell closes a connection after a malformed request too, so
+        // only a cell that has exited makes every later call fail.
+        if (CellStillRunning()) {
+          return Status(Code::kProtocol, "the cell closed the connection");
+        }
         return MarkGone();
       }
+      errno = error;
       return Status(Code::kInternal, std::string("sending to the cell "
                                                  "failed: ") +
                                          std::strerror(errno));
