@@ -93,7 +93,7 @@ run_preset() {
 
 # run_fuzz runs the fuzz smoke run and counts each target as one test.
 run_fuzz() {
-  local targets=4  # The targets that scripts/fuzz.sh runs.
+  local targets=6  # The targets that scripts/fuzz.sh runs.
   log "[fuzz] $targets targets, $fuzz_seconds s each"
   if ! bash scripts/fuzz.sh "$fuzz_seconds"; then
     summary+=("fuzz: a target failed (see build/fuzz/<target>.log)")
