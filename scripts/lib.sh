@@ -83,7 +83,7 @@ install_missing_packages() {
   local -a missing
   mapfile -t missing < <(missing_packages "${wanted[@]}")
   if ((${#missing[@]} == 0)); then
-    log "all required Debian packages are installed"
+    log "already installed: ${wanted[*]}"
     return 0
   fi
 

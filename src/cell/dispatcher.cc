@@ -165,6 +165,13 @@ void Dispatcher::RejectSizePrefix(const std::string &reason,
                         reply);
 }
 
+void Dispatcher::CountFailure(KeyCounters *key_counters) {
+  counters_.failures++;
+  if (key_counters != nullptr) {
+    key_counters->failures++;
+  }
+}
+
 void Dispatcher::ReplyError(const Frame &request, const Status &status,
                             WipingBuffer &out) {
   protocol::ErrorReply reply{status.message()};
@@ -216,20 +223,14 @@ Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
   std::shared_ptr<KeyCounters> key_counters;
   Status usable = FindUsableKey(message.key_id, context, key, key_counters);
   if (!usable.ok()) {
-    counters_.failures++;
-    if (key_counters != nullptr) {
-      key_counters->failures++;
-    }
+    CountFailure(key_counters.get());
     ReplyError(request, usable, out);
     return Outcome::kReplied;
   }
   std::vector<uint8_t> signature;
   Status status = Sign(*key, message, signature);
   if (!status.ok()) {
-    counters_.failures++;
-    if (key_counters != nullptr) {
-      key_counters->failures++;
-    }
+    CountFailure(key_counters.get());
     if (log_) {
       log_("signing with key " + std::to_string(message.key_id) +
            " failed: " + status.message());
@@ -257,20 +258,14 @@ Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
   std::shared_ptr<KeyCounters> key_counters;
   Status usable = FindUsableKey(message.key_id, context, key, key_counters);
   if (!usable.ok()) {
-    counters_.failures++;
-    if (key_counters != nullptr) {
-      key_counters->failures++;
-    }
+    CountFailure(key_counters.get());
     ReplyError(request, usable, out);
     return Outcome::kReplied;
   }
   WipingBuffer plaintext;
   Status status = Decrypt(*key, message, plaintext);
   if (!status.ok()) {
-    counters_.failures++;
-    if (key_counters != nullptr) {
-      key_counters->failures++;
-    }
+    CountFailure(key_counters.get());
     if (log_ && status.code() == Code::kForbidden) {
       log_("decryption with key " + std::to_string(message.key_id) +
            " rejected: " + status.message());

@@ -77,6 +77,9 @@ class Dispatcher {
                        std::shared_ptr<KeyCounters> &counters);
   Outcome Reject(const protocol::Frame &request, const std::string &reason,
                  protocol::WipingBuffer &out);
+  // Counts a failed operation in the cell's counters and, when the key is
+  // known, in the key's.
+  void CountFailure(KeyCounters *key_counters);
   void ReplyError(const protocol::Frame &request, const Status &status,
                   protocol::WipingBuffer &out);
 

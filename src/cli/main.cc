@@ -28,7 +28,8 @@ constexpr const char kUsage[] =
     "  status   list keycelld's keys with fingerprints and operation counts\n"
     "  wrap     write a reference file for one of keycelld's keys\n"
     "\n"
-    "Run 'keycell COMMAND --help' for the options of a command.\n";
+    "Run 'keycell COMMAND --help' for the options of a command, and\n"
+    "'keycell --version' for the version.\n";
 
 constexpr const char kPingUsage[] =
     "Usage: keycell ping --socket PATH\n"
@@ -213,6 +214,10 @@ int main(int argc, char **argv) {
   std::string command = argv[1];
   if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (command == "--version") {
+    std::puts("keycell " KEYCELL_VERSION);
     return 0;
   }
   int exit_status = 0;

@@ -23,6 +23,7 @@ constexpr const char kUsage[] =
     "  --check FILE    validate FILE and load every key in it, report each\n"
     "                  error, and exit 0 if all is valid or 1 otherwise\n"
     "  --help          print this help and exit\n"
+    "  --version       print the version and exit\n"
     "\n"
     "Signals: SIGHUP reloads the key blocks of the configuration; SIGTERM\n"
     "and SIGINT stop keycelld and remove its socket file.\n";
@@ -43,6 +44,10 @@ int main(int argc, char **argv) {
     std::string argument = argv[i];
     if (argument == "--help" || argument == "-h") {
       std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (argument == "--version") {
+      std::puts("keycelld " KEYCELL_VERSION);
       return 0;
     }
     if (argument == "--foreground") {
