@@ -25,7 +25,8 @@ KEYCELL_FUZZ_PACKAGES=(
 )
 
 # Debian packages of the TLS servers and clients that the tests in
-# tests/servers_* run with keycelld keys. scripts/test.sh installs them with
+# tests/servers_* run with keycelld keys, and iproute2 for the ss command
+# those tests use to find free ports. scripts/test.sh installs them with
 # install_packages_without_services, because their maintainer scripts start
 # system services otherwise.
 # shellcheck disable=SC2034
@@ -37,6 +38,7 @@ KEYCELL_SERVER_PACKAGES=(
   lighttpd-mod-openssl
   stunnel4
   curl
+  iproute2
 )
 
 # Root directory of the repository (the parent of scripts/), for the scripts

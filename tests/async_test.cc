@@ -124,6 +124,23 @@ DriveStats DriveAll(std::vector<Pair> &pairs) {
   return stats;
 }
 
+// Steps every pair until its server waits for the cell, for at most 20
+// sweeps, and returns how many servers wait.
+size_t RunUntilPaused(std::vector<Pair> &pairs) {
+  size_t paused = 0;
+  for (int round = 0; round < 20 && paused < pairs.size(); ++round) {
+    paused = 0;
+    for (Pair &pair : pairs) {
+      if (!SSL_waiting_for_async(pair.server.get())) {
+        Step(pair.client.get(), pair.client_done, pair.failed, pair.error);
+        Step(pair.server.get(), pair.server_done, pair.failed, pair.error);
+      }
+      paused += SSL_waiting_for_async(pair.server.get()) ? 1 : 0;
+    }
+  }
+  return paused;
+}
+
 class AsyncHandshake : public ::testing::TestWithParam<const char *> {};
 
 TEST_P(AsyncHandshake, ManyOnOneThread) {
@@ -149,17 +166,7 @@ TEST_P(AsyncHandshake, ManyOnOneThread) {
   // on this one thread.
   pid_t cell_pid = keycell_cell_pid(cell.get());
   ASSERT_TRUE(StopProcess(cell_pid));
-  size_t paused = 0;
-  for (int round = 0; round < 10 && paused < pairs.size(); ++round) {
-    paused = 0;
-    for (Pair &pair : pairs) {
-      if (!SSL_waiting_for_async(pair.server.get())) {
-        Step(pair.client.get(), pair.client_done, pair.failed, pair.error);
-        Step(pair.server.get(), pair.server_done, pair.failed, pair.error);
-      }
-      paused += SSL_waiting_for_async(pair.server.get()) ? 1 : 0;
-    }
-  }
+  size_t paused = RunUntilPaused(pairs);
   ASSERT_EQ(kill(cell_pid, SIGCONT), 0);
   EXPECT_EQ(paused, pairs.size());
 
@@ -200,18 +207,7 @@ TEST(AsyncHandshakeFault, CellDiesWhileJobsPaused) {
   // pauses stays paused until the cell is killed.
   pid_t cell_pid = keycell_cell_pid(cell.get());
   ASSERT_TRUE(StopProcess(cell_pid));
-  // Run each pair until its server waits for the cell.
-  size_t paused = 0;
-  for (int round = 0; round < 20 && paused < pairs.size(); ++round) {
-    paused = 0;
-    for (Pair &pair : pairs) {
-      if (!SSL_waiting_for_async(pair.server.get())) {
-        Step(pair.client.get(), pair.client_done, pair.failed, pair.error);
-        Step(pair.server.get(), pair.server_done, pair.failed, pair.error);
-      }
-      paused += SSL_waiting_for_async(pair.server.get()) ? 1 : 0;
-    }
-  }
+  size_t paused = RunUntilPaused(pairs);
   ASSERT_GT(paused, 0u) << "no handshake paused for the cell";
 
   int pidfd = OpenPidfd(cell_pid, &error);
