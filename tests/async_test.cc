@@ -203,7 +203,7 @@ TEST(AsyncHandshakeFault, CellDiesWhileJobsPaused) {
   for (Pair &pair : pairs) {
     ASSERT_TRUE(NewPair(server.get(), client.get(), pair));
   }
-  // A stopped cell takes the requests but answers none, so every job that
+  // A stopped cell takes the requests but replies to none, so every job that
   // pauses stays paused until the cell is killed.
   pid_t cell_pid = keycell_cell_pid(cell.get());
   ASSERT_TRUE(StopProcess(cell_pid));

@@ -1058,7 +1058,7 @@ TEST_F(AttackTest, ExtraControlDescriptorsAreClosed) {
   UniqueFd second = ping(2);
 
   // The only new descriptors in the cell are the second ping's connection,
-  // which the cell holds twice: once for reading and once for waiting for
+  // which the cell has open twice: once for reading and once for waiting for
   // room to write.
   EXPECT_EQ(CountDescriptors(cell_->pid()), before + 2);
   EXPECT_EQ(SignAndCheck(), "");

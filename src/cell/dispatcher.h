@@ -35,7 +35,7 @@ class Dispatcher {
   enum class Outcome { kReplied, kClose };
 
   // Handles one request and appends exactly one reply frame to |out|. On
-  // kClose the request was malformed: the reply says so and the caller
+  // kClose the request was malformed: the reply reports that and the caller
   // closes the connection after sending it.
   // In daemon mode, |context| is the connection's peer and opened keys.
   Outcome Handle(const protocol::Frame &request, protocol::WipingBuffer &out,

@@ -141,8 +141,8 @@ void RunEmbeddedCell(int control_fd, unsigned workers) {
   }
   server.Run(workers, [] {
     // The embedded API has no log, so a cell that cannot confine itself
-    // does not run; its server sees keycell_start succeed and every later
-    // operation fail with "cell process is not running".
+    // exits. Its server then gets every operation after keycell_start
+    // failing with "cell process is not running".
     if (!InstallSyscallFilter().ok()) {
       _exit(1);
     }

@@ -22,7 +22,7 @@ class KeyStore {
   // Adds |key| and returns its id. Ids are never reused.
   uint32_t Add(std::shared_ptr<const CellKey> key);
   // Returns the key with |id|, or nullptr. The key stays valid for as long
-  // as the caller holds it, even if it is removed meanwhile.
+  // as the caller keeps the pointer, even if it is removed meanwhile.
   std::shared_ptr<const CellKey> Find(uint32_t id) const;
   // Returns false if there is no key with |id|.
   bool Remove(uint32_t id);

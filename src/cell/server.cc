@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -25,7 +26,7 @@ constexpr size_t kReadChunk = 64 * 1024;
 // rest wait in the connection's input.
 constexpr int kMaxRequestsPerTurn = 32;
 
-// epoll entries carry an id whose low two bits say what they are.
+// Each epoll entry carries an id whose low two bits give its kind.
 enum EntryKind : uint64_t {
   kReadEntry = 0,
   kWriteEntry = 1,
@@ -48,7 +49,7 @@ struct Server::Connection : std::enable_shared_from_this<Connection> {
   UniqueFd write_fd;
   protocol::Framing framing = protocol::Framing::kPlain;
   std::shared_ptr<ConnectionContext> context;  // Daemon connections only.
-  // Touched only by the worker that holds the read turn.
+  // Touched only by the worker that has the read turn.
   protocol::WipingBuffer input;
   bool peer_closed = false;
 
@@ -132,7 +133,7 @@ Status Server::AddConnection(UniqueFd fd, protocol::Framing framing,
   event.data.u64 = EntryData(connection->id, kReadEntry);
   epoll_event write_event{};
   // Armed when replies wait for room. One-shot from the start, because
-  // epoll reports a hang-up even for an entry that asks for no events.
+  // epoll reports a hang-up even for an entry registered for no events.
   write_event.events = EPOLLONESHOT;
   write_event.data.u64 = EntryData(connection->id, kWriteEntry);
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, connection->write_fd.get(),
@@ -348,7 +349,9 @@ void Server::RunTask(Task &task) {
   protocol::Frame frame;
   if (protocol::SplitFrame(task.frame.span(), frame) !=
       protocol::SplitResult::kFrame) {
-    return;  // Split once already; cannot happen.
+    // The frame was split once when the read turn queued it, so a failure
+    // here is a broken invariant.
+    std::abort();
   }
   protocol::WipingBuffer reply;
   Dispatcher::Outcome outcome =
@@ -359,8 +362,8 @@ void Server::RunTask(Task &task) {
   }
   SendLocked(connection, reply);
   if (outcome == Dispatcher::Outcome::kClose) {
-    // The worker with the read turn, or the next one, sees the socket shut
-    // down and closes the connection.
+    // The worker with the read turn, or the next one, reads end-of-file on
+    // the shut-down socket and closes the connection.
     connection.closed = true;
     shutdown(connection.fd.get(), SHUT_RDWR);
   }
@@ -420,7 +423,7 @@ bool Server::HandleSizePrefixed(Connection &connection) {
 bool Server::ReadAvailable(Connection &connection) {
   // Bytes arrive in a stack chunk and are appended, so the input buffer
   // grows only by what the peer sent. A connection that sent a header and
-  // stalled holds a 16-byte buffer.
+  // stalled keeps a 16-byte buffer.
   uint8_t chunk[kReadChunk];
   // Read at most one frame's worth beyond what is buffered, so a flood of
   // requests is taken in step with the replies it produces.

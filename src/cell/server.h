@@ -2,7 +2,7 @@
 // set. Each connection is armed one-shot, so one worker at a time reads it.
 // The requests it reads go to a shared queue that every worker takes from,
 // so pipelined requests of one connection run in parallel and a slow one
-// holds up no other; replies go out in the order they finish.
+// delays no other. Replies go out in the order the requests finish.
 #ifndef KEYCELL_CELL_SERVER_H
 #define KEYCELL_CELL_SERVER_H
 
@@ -53,7 +53,7 @@ class Server {
 
   void WorkerLoop();
   // Reads |connection| and queues its complete requests. Runs with the
-  // connection's read turn, which one worker holds at a time.
+  // connection's read turn, which one worker has at a time.
   void ReadTurn(const std::shared_ptr<Connection> &connection);
   // Queues a continuation of the read turn when complete requests are
   // still buffered, and otherwise ends the turn.

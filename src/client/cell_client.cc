@@ -19,7 +19,7 @@ namespace kc::client {
 namespace {
 
 // One connection of the calling thread to one cell. A connection belongs to
-// the process that opened it: a child forked later sees a different pid and
+// the process that opened it: a child forked later finds a different pid and
 // opens its own, so parent and child never share a stream.
 struct ThreadConnection {
   uint64_t serial;

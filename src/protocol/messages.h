@@ -44,7 +44,7 @@ inline constexpr uint8_t kPaddingPkcs1Tls = 7;  // TLS 1.2 RSA key exchange.
 // Flags of a LoadKeyRequest.
 inline constexpr uint32_t kLoadAllowDecrypt = 1u << 0;
 
-// The longest path, digest name or user name that a message may carry.
+// The maximum length of a path, digest name or user name in a message.
 inline constexpr size_t kMaxStringLength = 4096;
 
 struct LoadKeyRequest {

@@ -57,9 +57,9 @@ class CellKeyHandle {
 
   KeyBackend &backend() const { return *backend_; }
 
-  // Run one operation and copy its result to |out|, which holds |out_size|
-  // bytes. On failure they push an error onto OpenSSL's queue and return
-  // false.
+  // Run one operation and copy its result to |out|, which has room for
+  // |out_size| bytes. On failure they push an error onto OpenSSL's queue and
+  // return false.
   bool Sign(protocol::SignRequest request, unsigned char *out,
             size_t *out_length, size_t out_size) const;
   bool Decrypt(protocol::DecryptRequest request, unsigned char *out,
