@@ -286,7 +286,7 @@ TEST(DaemonKeycelld, SignsWithRsaEcEd25519) {
     EXPECT_TRUE(Verify(opened->public_key, opened->type, message, *signature))
         << name;
   }
-  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
 }
 
 TEST(DaemonKeycelld, DeniesOpenToOtherUid) {
@@ -429,7 +429,7 @@ TEST(DaemonKeycelld, SigtermRemovesSocket) {
   struct stat info;
   ASSERT_EQ(stat(daemon.socket().c_str(), &info), 0);
   EXPECT_EQ(info.st_mode & 0777, 0666u);
-  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
   EXPECT_NE(stat(daemon.socket().c_str(), &info), 0);
   EXPECT_NE(daemon.Log().find("stopping on TERM"), std::string::npos);
 }
@@ -451,7 +451,7 @@ TEST(DaemonKeycelld, RefusesSecondDaemonAndReplacesStaleSocket) {
   struct stat info;
   ASSERT_EQ(stat(daemon.socket().c_str(), &info), 0);
   ASSERT_TRUE(daemon.Start()) << daemon.Log();
-  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
 }
 
 TEST(DaemonKeycelld, StatusCountsOperations) {

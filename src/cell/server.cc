@@ -64,6 +64,11 @@ struct Server::Connection : std::enable_shared_from_this<Connection> {
 struct Server::Watcher {
   int fd = -1;
   std::function<void()> on_ready;
+  // Held while a worker runs |on_ready| and re-arms the entry. Only one
+  // worker can hold the armed entry, so the lock is never contended; it
+  // orders one run's writes before the next run, which the one-shot
+  // re-arm alone does not do in the C++ memory model.
+  std::mutex turn;
 };
 
 // A request to run on any worker, or a continuation of a read turn that
@@ -223,6 +228,7 @@ void Server::WorkerLoop() {
           std::lock_guard lock(mutex_);
           watcher = watchers_.at(id).get();
         }
+        std::lock_guard turn(watcher->turn);
         watcher->on_ready();
         epoll_event rearm{};
         rearm.events = EPOLLIN | EPOLLONESHOT;
@@ -232,6 +238,12 @@ void Server::WorkerLoop() {
       }
       case kReadEntry:
         if (std::shared_ptr<Connection> connection = Find(id)) {
+          {
+            // The previous read turn re-armed this entry while it held the
+            // mutex, so taking it here orders that turn's changes to the
+            // input buffer before this turn reads it.
+            std::lock_guard lock(connection->mutex);
+          }
           ReadTurn(connection);
         }
         break;
