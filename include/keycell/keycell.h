@@ -218,8 +218,9 @@ KEYCELL_EXPORT int keycell_operation_fd(const keycell_operation *operation);
  * is the size of |out| on entry and the length of the result on return; a
  * signature needs at most EVP_PKEY_get_size() bytes. Returns 1 on success,
  * 0 on failure with a message in |err| (the cell's error, the cell process
- * not running, |out| too small), and -1 if the operation has not completed
- * yet, in which case nothing was written. */
+ * not running, no reply within the timeout of keycell_options_set_timeout(),
+ * |out| too small), and -1 if the operation has not completed yet, in which
+ * case nothing was written. */
 KEYCELL_EXPORT int keycell_operation_finish(keycell_operation *operation,
                                             unsigned char *out, size_t *out_len,
                                             char *err, size_t err_len);

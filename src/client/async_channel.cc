@@ -4,12 +4,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <poll.h>
 #include <signal.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 namespace kc::client {
 
@@ -25,8 +27,12 @@ void PendingOperation::Complete(Status status, std::span<const uint8_t> frame) {
   (void)::write(event_.get(), &one, sizeof(one));
 }
 
-AsyncChannel::AsyncChannel(UniqueFd connection, pid_t cell_pid)
-    : connection_(std::move(connection)), cell_pid_(cell_pid) {
+AsyncChannel::AsyncChannel(UniqueFd connection, pid_t peer_pid,
+                           unsigned timeout_ms, std::string peer)
+    : connection_(std::move(connection)),
+      peer_pid_(peer_pid),
+      timeout_ms_(timeout_ms),
+      peer_(std::move(peer)) {
   reader_ = std::thread(&AsyncChannel::ReadLoop, this);
 }
 
@@ -56,6 +62,8 @@ Result<std::shared_ptr<PendingOperation>> AsyncChannel::Submit(
       return broken_status_;
     }
     id = next_id_++;
+    operation->deadline_ = std::chrono::steady_clock::now() +
+                           std::chrono::milliseconds(timeout_ms_);
     pending_.emplace(id, operation);
   }
   std::optional<protocol::FrameHeader> header =
@@ -94,23 +102,30 @@ void AsyncChannel::ReadLoop() {
     protocol::SplitResult split = protocol::SplitFrame(buffer.span(), frame);
     if (split == protocol::SplitResult::kTooLarge) {
       FailAll(Status(Code::kProtocol,
-                     "the cell sent a frame above the maximum size"));
+                     peer_ + " sent a frame above the maximum size"));
       return;
     }
     if (split == protocol::SplitResult::kFrame) {
       std::shared_ptr<PendingOperation> operation;
+      bool late = false;
       {
         std::lock_guard lock(mutex_);
         auto it = pending_.find(frame.header.id);
         if (it != pending_.end()) {
           operation = std::move(it->second);
           pending_.erase(it);
+        } else {
+          late = expired_.erase(frame.header.id) == 1;
         }
       }
+      if (late) {
+        buffer.Consume(frame.size());
+        continue;
+      }
       if (operation == nullptr) {
-        FailAll(Status(Code::kProtocol,
-                       "the cell sent a reply to a request that was not "
-                       "made"));
+        FailAll(Status(Code::kProtocol, peer_ +
+                                            " sent a reply to a request that "
+                                            "was not made"));
         return;
       }
       operation->Complete(ReplyStatus(frame),
@@ -118,8 +133,17 @@ void AsyncChannel::ReadLoop() {
       buffer.Consume(frame.size());
       continue;
     }
+    int wait_ms = ExpireOperations();
+    pollfd readable{connection_.get(), POLLIN, 0};
+    int ready = poll(&readable, 1, wait_ms);
+    if (ready <= 0) {
+      continue;  // EINTR, or a deadline that has come.
+    }
     uint8_t *space = buffer.Reserve(16 * 1024);
-    ssize_t n = recv(connection_.get(), space, 16 * 1024, 0);
+    ssize_t n = recv(connection_.get(), space, 16 * 1024, MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN) {
+      continue;
+    }
     if (n > 0) {
       buffer.Commit(static_cast<size_t>(n));
       continue;
@@ -132,19 +156,57 @@ void AsyncChannel::ReadLoop() {
   }
 }
 
+int AsyncChannel::ExpireOperations() {
+  if (timeout_ms_ == 0) {
+    return -1;
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point now = Clock::now();
+  std::vector<std::shared_ptr<PendingOperation>> expired;
+  int wait_ms;
+  {
+    std::lock_guard lock(mutex_);
+    // Deadlines grow with ids, so the expired operations come first.
+    auto it = pending_.begin();
+    while (it != pending_.end() && it->second->deadline_ <= now) {
+      expired.push_back(std::move(it->second));
+      expired_.insert(it->first);
+      it = pending_.erase(it);
+    }
+    // With nothing pending, any operation sent from now on has its deadline
+    // after one full timeout, so waiting that long misses none.
+    Clock::time_point next = it == pending_.end()
+                                 ? now + std::chrono::milliseconds(timeout_ms_)
+                                 : it->second->deadline_;
+    wait_ms = static_cast<int>(
+        std::chrono::ceil<std::chrono::milliseconds>(next - now).count());
+  }
+  for (const std::shared_ptr<PendingOperation> &operation : expired) {
+    operation->Complete(
+        Status(Code::kTimedOut, peer_ + " did not reply within " +
+                                    std::to_string(timeout_ms_) + " ms"),
+        {});
+  }
+  return wait_ms;
+}
+
 Status AsyncChannel::ConnectionLost() const {
   if (closing_.load(std::memory_order_acquire)) {
-    return Status(Code::kCellGone, "the connection to the cell was closed");
+    return Status(Code::kCellGone,
+                  "the connection to " + peer_ + " was closed");
+  }
+  if (peer_pid_ <= 0) {
+    return Status(Code::kCellGone, peer_ + " closed the connection");
   }
   // A dying process closes its descriptors a moment before it becomes a
   // zombie, so look twice before calling the cell alive.
   for (int attempt = 0; attempt < 200; ++attempt) {
-    if (!ProcessAlive(cell_pid_)) {
+    if (!ProcessAlive(peer_pid_)) {
       return Status(Code::kCellGone, "the cell process is not running");
     }
     usleep(1000);
   }
-  return Status(Code::kProtocol, "the connection to the cell was closed");
+  return Status(Code::kProtocol, "the connection to " + peer_ + " was closed");
 }
 
 Status ReplyStatus(const protocol::Frame &frame) {
@@ -178,7 +240,7 @@ bool ProcessAlive(pid_t pid) {
 }
 
 void AsyncChannel::FailAll(const Status &status) {
-  std::unordered_map<uint64_t, std::shared_ptr<PendingOperation>> failed;
+  std::map<uint64_t, std::shared_ptr<PendingOperation>> failed;
   {
     std::lock_guard lock(mutex_);
     broken_status_ = status;

@@ -8,11 +8,14 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
-#include <unordered_map>
+#include <unordered_set>
 
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -39,6 +42,7 @@ class PendingOperation {
   void Complete(Status status, std::span<const uint8_t> frame);
 
   UniqueFd event_;
+  std::chrono::steady_clock::time_point deadline_;
   std::atomic<bool> done_{false};
   Status status_;
   protocol::WipingBuffer reply_;
@@ -47,9 +51,15 @@ class PendingOperation {
 
 class AsyncChannel {
  public:
-  // Takes over |connection|, a plain-framed connection to the cell whose
-  // process id is |cell_pid|, and starts its reader thread.
-  AsyncChannel(UniqueFd connection, pid_t cell_pid);
+  // Takes over |connection|, a plain-framed connection to |peer|, and starts
+  // its reader thread. |peer| names the other end in messages ("the cell",
+  // "keycelld at PATH"). When |peer_pid| is above zero, a closed connection
+  // is reported as the cell's exit once that process has gone. An operation
+  // whose reply has not arrived |timeout_ms| after it was sent fails with
+  // Code::kTimedOut, and its reply is discarded if it comes later; zero
+  // waits for ever.
+  AsyncChannel(UniqueFd connection, pid_t peer_pid, unsigned timeout_ms,
+               std::string peer = "the cell");
   AsyncChannel(const AsyncChannel &) = delete;
   AsyncChannel &operator=(const AsyncChannel &) = delete;
   // Shuts the connection down, fails what is still pending and joins the
@@ -66,13 +76,21 @@ class AsyncChannel {
 
  private:
   void ReadLoop();
+  // Fails the operations whose deadline has passed and returns the
+  // milliseconds until the next deadline, or -1 for none.
+  int ExpireOperations();
   void FailAll(const Status &status);
   Status ConnectionLost() const;
 
   UniqueFd connection_;
-  const pid_t cell_pid_;
+  const pid_t peer_pid_;
+  const unsigned timeout_ms_;
+  const std::string peer_;
   std::mutex mutex_;
-  std::unordered_map<uint64_t, std::shared_ptr<PendingOperation>> pending_;
+  // Ordered by id, which is also the order of their deadlines.
+  std::map<uint64_t, std::shared_ptr<PendingOperation>> pending_;
+  // Operations that timed out, whose replies may still arrive.
+  std::unordered_set<uint64_t> expired_;
   uint64_t next_id_ = 1;
   std::atomic<bool> broken_{false};
   std::atomic<bool> closing_{false};

@@ -262,7 +262,7 @@ Result<std::shared_ptr<PendingOperation>> CellClient::SubmitFrame(
       frame.Clear();
       return status;
     }
-    channel = new AsyncChannel(UniqueFd(fd), pid_);
+    channel = new AsyncChannel(UniqueFd(fd), pid_, timeout_ms_);
     list.push_back({serial_, self, channel});
   }
   Result<std::shared_ptr<PendingOperation>> operation = channel->Submit(frame);

@@ -66,7 +66,7 @@ class CellClient {
 
   // Sends |request| on the calling thread's pipelined connection and
   // returns at once. The operation's descriptor becomes readable when the
-  // reply has arrived. The caller waits for it, so no timeout applies.
+  // reply has arrived, or when the timeout has passed without one.
   template <typename Message>
   Result<std::shared_ptr<PendingOperation>> Submit(protocol::MessageType type,
                                                    const Message &request) {
