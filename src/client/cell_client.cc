@@ -119,6 +119,15 @@ Result<std::shared_ptr<CellClient>> CellClient::Start(
       new CellClient(UniqueFd(pair[0]), pid, options.timeout_ms));
 }
 
+std::shared_ptr<CellClient> CellClient::AttachForTesting(UniqueFd control,
+                                                         pid_t pid,
+                                                         unsigned timeout_ms) {
+  std::shared_ptr<CellClient> client(
+      new CellClient(std::move(control), pid, timeout_ms));
+  client->attached_ = true;
+  return client;
+}
+
 CellClient::CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms)
     : control_(std::move(control)),
       pid_(pid),
@@ -137,7 +146,7 @@ void CellClient::Stop() {
   gone_ = true;
   DropConnection(serial_);
   control_.reset();
-  if (getpid() == owner_pid_) {
+  if (getpid() == owner_pid_ && !attached_) {
     kill(pid_, SIGTERM);
     // ECHILD means the server reaped the cell itself, which is fine.
     while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {

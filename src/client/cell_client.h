@@ -36,6 +36,15 @@ class CellClient {
   // Forks a new embedded cell.
   static Result<std::shared_ptr<CellClient>> Start(const StartOptions &options);
 
+  // Returns a client of a cell that the caller runs itself, for tests that
+  // play the cell: connections are passed over |control|, a SOCK_SEQPACKET
+  // socket, as the cell's control socket receives them, and |pid| is the
+  // process whose exit means the cell is gone. Stop never signals |pid|.
+  // Not part of the public API.
+  static std::shared_ptr<CellClient> AttachForTesting(UniqueFd control,
+                                                      pid_t pid,
+                                                      unsigned timeout_ms);
+
   CellClient(const CellClient &) = delete;
   CellClient &operator=(const CellClient &) = delete;
   ~CellClient();
@@ -113,6 +122,7 @@ class CellClient {
   const uint64_t serial_;
   std::atomic<bool> gone_{false};
   std::atomic<bool> stopped_{false};
+  bool attached_ = false;
 };
 
 }  // namespace kc::client
