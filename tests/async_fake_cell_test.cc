@@ -1,8 +1,8 @@
-// Pipelined operations against a cell played by this process: a fake cell
-// that speaks the frame protocol on connections that the client library
-// passes to it, holds each request until the test answers it, and answers
-// in any order, late, twice, malformed or never. Signatures are made with
-// the cell's own signing code and a real key of this process.
+// Pipelined operations against a fake cell that this process runs. The fake
+// cell speaks the frame protocol on the connections that the client library
+// passes to it. It keeps each request until the test replies to it, in any
+// order, late, twice, malformed or never. Signatures come from the cell's
+// own signing code and a real key of this process.
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>

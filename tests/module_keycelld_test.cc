@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "async_util.h"
 #include "module_test_util.h"
 #include "test_util.h"
 
@@ -201,6 +202,110 @@ TEST_F(ModuleKeycelldTest, SServerRsaKeyExchange) {
   // TLS 1.2 RSA key exchange: keycelld decrypts the premaster secret.
   ExpectHandshake(openssl_config_, "rsa2048", Wrap("rsa2048"), "-tls1_2",
                   {"-cipher", "AES128-GCM-SHA256"});
+}
+
+// Creates a TLS 1.3 server context with SSL_MODE_ASYNC for the reference
+// key |key| of test key |name|, and a client context that trusts it.
+void AsyncContexts(const char *name, EVP_PKEY *key, SslCtxPtr *server,
+                   SslCtxPtr *client) {
+  std::string error;
+  *server = NewServerContext(PinnedVersion(TLS1_3_VERSION), CertPath(name), key,
+                             &error);
+  ASSERT_NE(*server, nullptr) << error;
+  SSL_CTX_set_mode(server->get(), SSL_MODE_ASYNC);
+  *client =
+      NewClientContext(PinnedVersion(TLS1_3_VERSION), {CertPath(name)}, &error);
+  ASSERT_NE(*client, nullptr) << error;
+}
+
+// With SSL_MODE_ASYNC, a daemon key's operation pauses its ASYNC_JOB: while
+// keycelld is stopped, every handshake on this one thread reaches its
+// signature and waits, and all complete once keycelld runs again.
+TEST_F(ModuleKeycelldTest, AsyncJobsPauseForKeycelld) {
+  ScopedAlarm watchdog(100, "AsyncJobsPauseForKeycelld did not finish");
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  for (const char *name : {"rsa2048", "p256", "ed25519"}) {
+    SCOPED_TRACE(name);
+    std::string error;
+    EvpPkeyPtr key = ReadReference(Wrap(name), &error);
+    ASSERT_NE(key, nullptr) << error;
+    SslCtxPtr server;
+    SslCtxPtr client;
+    ASSERT_NO_FATAL_FAILURE(AsyncContexts(name, key.get(), &server, &client));
+    std::vector<Pair> pairs(24);
+    for (Pair &pair : pairs) {
+      ASSERT_TRUE(NewPair(server.get(), client.get(), pair));
+    }
+    ASSERT_TRUE(StopProcess(pid_));
+    size_t paused = RunUntilPaused(pairs);
+    ASSERT_EQ(kill(pid_, SIGCONT), 0);
+    EXPECT_EQ(paused, pairs.size());
+    DriveStats stats = DriveAll(pairs);
+    EXPECT_EQ(stats.completed, 24)
+        << (stats.errors.empty() ? "" : stats.errors.front()) << Log();
+    for (const Pair &pair : pairs) {
+      EXPECT_EQ(SSL_get_verify_result(pair.client.get()), X509_V_OK);
+    }
+  }
+}
+
+// Killing keycelld while jobs wait for it fails each of their handshakes,
+// and none of them hangs.
+TEST_F(ModuleKeycelldTest, AsyncJobsFailWhenKeycelldDies) {
+  ScopedAlarm watchdog(100, "AsyncJobsFailWhenKeycelldDies did not finish");
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  std::string error;
+  EvpPkeyPtr key = ReadReference(Wrap("p256"), &error);
+  ASSERT_NE(key, nullptr) << error;
+  SslCtxPtr server;
+  SslCtxPtr client;
+  ASSERT_NO_FATAL_FAILURE(AsyncContexts("p256", key.get(), &server, &client));
+  std::vector<Pair> pairs(16);
+  for (Pair &pair : pairs) {
+    ASSERT_TRUE(NewPair(server.get(), client.get(), pair));
+  }
+  ASSERT_TRUE(StopProcess(pid_));
+  EXPECT_EQ(RunUntilPaused(pairs), pairs.size());
+  ASSERT_EQ(kill(pid_, SIGKILL), 0);
+  ASSERT_EQ(waitpid(pid_, nullptr, 0), pid_);
+  pid_ = -1;
+
+  DriveStats stats = DriveAll(pairs);
+  EXPECT_EQ(stats.failed, 16);
+  for (const std::string &message : stats.errors) {
+    EXPECT_TRUE(message.find("closed the connection") != std::string::npos ||
+                message.find("keycelld is not running") != std::string::npos)
+        << message;
+  }
+}
+
+// A key that keycelld refuses to open fails the handshakes that wait for
+// it with keycelld's reason.
+TEST_F(ModuleKeycelldTest, AsyncJobsReportAccessDenied) {
+  ScopedAlarm watchdog(100, "AsyncJobsReportAccessDenied did not finish");
+  ASSERT_TRUE(Start()) << Log();
+  std::string reference = Wrap("p256");
+  Stop();
+  WriteConfig("nobody");
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  std::string error;
+  EvpPkeyPtr key = ReadReference(reference, &error);
+  ASSERT_NE(key, nullptr) << error;
+  SslCtxPtr server;
+  SslCtxPtr client;
+  ASSERT_NO_FATAL_FAILURE(AsyncContexts("p256", key.get(), &server, &client));
+  std::vector<Pair> pairs(4);
+  for (Pair &pair : pairs) {
+    ASSERT_TRUE(NewPair(server.get(), client.get(), pair));
+  }
+  DriveStats stats = DriveAll(pairs);
+  EXPECT_EQ(stats.failed, 4);
+  for (const std::string &message : stats.errors) {
+    EXPECT_NE(message.find("access denied"), std::string::npos) << message;
+  }
 }
 
 }  // namespace

@@ -29,7 +29,30 @@ struct DaemonConnection {
   std::map<std::string, uint32_t, std::less<>> key_ids;
 };
 
+// A pipelined connection, shared by the operations in flight on it so that
+// it outlives its removal from the thread's list while they wait.
+struct DaemonChannel {
+  uint64_t serial = 0;
+  pid_t pid = 0;
+  std::unique_ptr<AsyncChannel> channel;
+  std::map<std::string, uint32_t, std::less<>> key_ids;
+
+  ~DaemonChannel() {
+    // A forked child has no reader thread to join, so it leaves its
+    // inherited copies alone.
+    if (pid != getpid()) {
+      (void)channel.release();
+    }
+  }
+};
+
 namespace {
+
+struct ThreadChannels {
+  std::vector<std::shared_ptr<DaemonChannel>> list;
+};
+
+thread_local ThreadChannels thread_channels;
 
 struct ThreadConnections {
   std::vector<std::unique_ptr<DaemonConnection>> list;
@@ -342,6 +365,131 @@ Status DaemonClient::Call(std::string_view key_name,
                           protocol::DecryptRequest request, Reply &reply) {
   return Run(key_name, public_key, protocol::MessageType::kDecrypt, request,
              reply);
+}
+
+Result<std::shared_ptr<DaemonChannel>> DaemonClient::ChannelForThisThread(
+    bool &reused) {
+  pid_t self = getpid();
+  auto &list = thread_channels.list;
+  for (auto it = list.begin(); it != list.end();) {
+    bool inherited = (*it)->pid != self;
+    bool mine = (*it)->serial == serial_;
+    if (inherited || (mine && !(*it)->channel->healthy())) {
+      it = list.erase(it);
+      continue;
+    }
+    if (mine) {
+      reused = true;
+      return *it;
+    }
+    ++it;
+  }
+  reused = false;
+  int fd = -1;
+  Status status = Connect(fd);
+  if (!status.ok()) {
+    return status;
+  }
+  auto channel = std::make_shared<DaemonChannel>();
+  channel->serial = serial_;
+  channel->pid = self;
+  channel->channel = std::make_unique<AsyncChannel>(
+      UniqueFd(fd), 0, timeout_ms_, "keycelld at " + socket_path_);
+  list.push_back(channel);
+  return channel;
+}
+
+Result<uint32_t> DaemonClient::KeyIdFromOpenReply(
+    std::string_view key_name, std::span<const uint8_t> public_key,
+    const Reply &reply) const {
+  protocol::OpenKeyReply message;
+  if (!protocol::Decode(reply.payload, message)) {
+    return Status(Code::kProtocol, "keycelld at " + socket_path_ +
+                                       " sent a malformed reply to opening "
+                                       "key '" +
+                                       std::string(key_name) + "'");
+  }
+  if (!public_key.empty() &&
+      !std::equal(public_key.begin(), public_key.end(),
+                  message.public_key.begin(), message.public_key.end())) {
+    return Status(Code::kForbidden,
+                  "key '" + std::string(key_name) + "' of keycelld at " +
+                      socket_path_ +
+                      " has a different public key than the reference");
+  }
+  return message.key_id;
+}
+
+template <typename Message>
+Status DaemonClient::RunPipelined(std::string_view key_name,
+                                  std::span<const uint8_t> public_key,
+                                  protocol::MessageType type, Message &request,
+                                  Reply &reply, Wait wait) {
+  for (int attempt = 0;; ++attempt) {
+    bool reused = false;
+    Result<std::shared_ptr<DaemonChannel>> found = ChannelForThisThread(reused);
+    if (!found.ok()) {
+      return found.status();
+    }
+    // Other operations of this thread may run while this one waits and
+    // replace the channel; this reference keeps it alive meanwhile.
+    std::shared_ptr<DaemonChannel> open = std::move(found.value());
+    Status status;
+    protocol::WipingBuffer frame;
+    auto known = open->key_ids.find(key_name);
+    if (known != open->key_ids.end()) {
+      request.key_id = known->second;
+    } else {
+      protocol::AppendFrame(
+          frame, static_cast<uint8_t>(protocol::MessageType::kOpenKey), 0, 0,
+          protocol::OpenKeyRequest{key_name});
+      Reply opened;
+      status = wait(open->channel->Submit(frame), opened);
+      if (status.ok()) {
+        Result<uint32_t> key_id =
+            KeyIdFromOpenReply(key_name, public_key, opened);
+        if (key_id.ok()) {
+          request.key_id = *key_id;
+          open->key_ids[std::string(key_name)] = *key_id;
+        } else {
+          status = key_id.status();
+        }
+      } else if (status.code() != Code::kCellGone) {
+        status = Status(status.code(),
+                        "keycelld at " + socket_path_ + " did not open key '" +
+                            std::string(key_name) + "': " + status.message());
+      }
+    }
+    if (status.ok()) {
+      frame.Clear();
+      protocol::AppendFrame(frame, static_cast<uint8_t>(type), 0, 0, request);
+      status = wait(open->channel->Submit(frame), reply);
+    }
+    if (status.ok()) {
+      return status;
+    }
+    // A connection made before the daemon restarted fails at once; the
+    // request goes once more over a new connection.
+    if (!(reused && attempt == 0 && status.code() == Code::kCellGone)) {
+      return status;
+    }
+  }
+}
+
+Status DaemonClient::CallPipelined(std::string_view key_name,
+                                   std::span<const uint8_t> public_key,
+                                   protocol::SignRequest request, Reply &reply,
+                                   Wait wait) {
+  return RunPipelined(key_name, public_key, protocol::MessageType::kSign,
+                      request, reply, wait);
+}
+
+Status DaemonClient::CallPipelined(std::string_view key_name,
+                                   std::span<const uint8_t> public_key,
+                                   protocol::DecryptRequest request,
+                                   Reply &reply, Wait wait) {
+  return RunPipelined(key_name, public_key, protocol::MessageType::kDecrypt,
+                      request, reply, wait);
 }
 
 }  // namespace kc::client

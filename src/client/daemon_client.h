@@ -25,6 +25,8 @@ struct OpenedKey {
 
 // One connection of one thread to a daemon, defined in daemon_client.cc.
 struct DaemonConnection;
+// One pipelined connection of one thread to a daemon.
+struct DaemonChannel;
 
 class DaemonClient {
  public:
@@ -56,6 +58,25 @@ class DaemonClient {
   Status Call(std::string_view key_name, std::span<const uint8_t> public_key,
               protocol::DecryptRequest request, Reply &reply);
 
+  // Waits for |submitted| to complete and copies its reply's payload to
+  // |reply|, or returns why it failed. The provider's waits pause the
+  // calling ASYNC_JOB.
+  using Wait = Status (*)(Result<std::shared_ptr<PendingOperation>> submitted,
+                          Reply &reply);
+
+  // Like Call, but on the calling thread's pipelined connection, which
+  // carries many requests at once, and waiting for each reply through
+  // |wait|: for the key's open request, when the key is not yet open on
+  // that connection, and for |request|. Requests that time out fail, and
+  // their replies are discarded when they arrive.
+  Status CallPipelined(std::string_view key_name,
+                       std::span<const uint8_t> public_key,
+                       protocol::SignRequest request, Reply &reply, Wait wait);
+  Status CallPipelined(std::string_view key_name,
+                       std::span<const uint8_t> public_key,
+                       protocol::DecryptRequest request, Reply &reply,
+                       Wait wait);
+
  private:
   using Connection = DaemonConnection;
 
@@ -71,6 +92,15 @@ class DaemonClient {
   Status ReadReply(int fd, uint64_t id, Reply &reply) const;
   Status ConnectionLost() const;
   void Drop(Connection &connection);
+  template <typename Message>
+  Status RunPipelined(std::string_view key_name,
+                      std::span<const uint8_t> public_key,
+                      protocol::MessageType type, Message &request,
+                      Reply &reply, Wait wait);
+  Result<std::shared_ptr<DaemonChannel>> ChannelForThisThread(bool &reused);
+  Result<uint32_t> KeyIdFromOpenReply(std::string_view key_name,
+                                      std::span<const uint8_t> public_key,
+                                      const Reply &reply) const;
 
   const std::string socket_path_;
   const unsigned timeout_ms_;

@@ -1,5 +1,6 @@
 #include "provider/daemon_key.h"
 
+#include <openssl/async.h>
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
 #include <openssl/err.h>
@@ -15,10 +16,18 @@ DaemonKey::DaemonKey(std::shared_ptr<client::DaemonClient> client,
       public_key_(std::move(public_key)) {}
 
 Status DaemonKey::Call(protocol::SignRequest request, client::Reply &reply) {
+  if (ASYNC_get_current_job() != nullptr) {
+    return client_->CallPipelined(key_name_, public_key_, request, reply,
+                                  WaitInJob);
+  }
   return client_->Call(key_name_, public_key_, request, reply);
 }
 
 Status DaemonKey::Call(protocol::DecryptRequest request, client::Reply &reply) {
+  if (ASYNC_get_current_job() != nullptr) {
+    return client_->CallPipelined(key_name_, public_key_, request, reply,
+                                  WaitInJob);
+  }
   return client_->Call(key_name_, public_key_, request, reply);
 }
 

@@ -25,10 +25,13 @@ class DaemonKey : public KeyBackend {
   DaemonKey(std::shared_ptr<client::DaemonClient> client, std::string key_name,
             std::vector<uint8_t> public_key);
 
+  // Inside an ASYNC_JOB, the request travels on the thread's pipelined
+  // connection, and the job pauses until the reply is in. Elsewhere the
+  // request blocks the calling thread.
   Status Call(protocol::SignRequest request, client::Reply &reply) override;
   Status Call(protocol::DecryptRequest request, client::Reply &reply) override;
-  // NOTE: a daemon key's operations block the calling thread, also inside
-  // an ASYNC_JOB, because daemon connections carry one request at a time.
+  // Return an error, because the start/finish API of libkeycell does not
+  // take daemon keys.
   Result<std::shared_ptr<client::PendingOperation>> Submit(
       protocol::SignRequest request) override;
   Result<std::shared_ptr<client::PendingOperation>> Submit(
