@@ -1,5 +1,6 @@
 // Full TLS handshakes per second over TCP on 127.0.0.1, with the server's
-// private key in the server process and in a keycell cell.
+// private key in the server process, in a keycell cell, and in a keycelld
+// started from the build tree.
 //
 // Two kinds of server run the handshakes: threads that each serve one
 // connection at a time with blocking I/O, and one thread that runs an epoll
@@ -25,11 +26,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +47,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -53,12 +58,18 @@
 #include <vector>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
 #include <openssl/ssl.h>
 
 #include "keycell/keycell.h"
 
 #ifndef KEYCELL_BENCH_DATA_DIR
 #error "KEYCELL_BENCH_DATA_DIR must name the directory of the key files"
+#endif
+#if !defined(KEYCELL_BENCH_KEYCELLD) || !defined(KEYCELL_BENCH_CLI) || \
+    !defined(KEYCELL_BENCH_MODULE)
+#error "KEYCELL_BENCH_KEYCELLD, _CLI and _MODULE must name the built programs"
 #endif
 
 namespace {
@@ -80,10 +91,13 @@ struct Flags {
   unsigned cell_workers = 0;
   std::vector<std::string> versions = {"1.3", "1.2"};
   std::vector<std::string> keys = {"rsa2048", "p256", "ed25519"};
-  std::vector<std::string> modes = {"in-process",         "cell",
-                                    "async-cell",         "sync-cell-1thread",
-                                    "in-process-1thread", "daemon"};
+  std::vector<std::string> modes = {
+      "in-process",         "cell",   "async-cell",  "sync-cell-1thread",
+      "in-process-1thread", "daemon", "async-daemon"};
   std::string data_dir = KEYCELL_BENCH_DATA_DIR;
+  std::string keycelld = KEYCELL_BENCH_KEYCELLD;
+  std::string keycell_cli = KEYCELL_BENCH_CLI;
+  std::string module = KEYCELL_BENCH_MODULE;
 };
 
 void PrintUsage(const char *program) {
@@ -110,15 +124,20 @@ void PrintUsage(const char *program) {
       "                      (default all three)\n"
       "  --modes=LIST        comma-separated, of in-process, cell, "
       "async-cell,\n"
-      "                      sync-cell-1thread, in-process-1thread and daemon\n"
-      "                      (default all six)\n"
+      "                      sync-cell-1thread, in-process-1thread, daemon\n"
+      "                      and async-daemon (default all seven)\n"
       "  --data-dir=DIR      directory of NAME-key.pem and NAME-cert.pem\n"
       "                      (default %s)\n"
+      "  --keycelld=PATH     keycelld of the daemon modes (default %s)\n"
+      "  --keycell=PATH      keycell command that writes reference files\n"
+      "                      (default %s)\n"
+      "  --module=PATH       keycell.so that loads them (default %s)\n"
       "  --help              print this text\n"
       "\n"
       "The default run takes %d measurements of 1 s plus warm-up: about\n"
-      "3 minutes.\n",
-      program, KEYCELL_BENCH_DATA_DIR, 5 * 2 * 3 * 5);
+      "4 minutes.\n",
+      program, KEYCELL_BENCH_DATA_DIR, KEYCELL_BENCH_KEYCELLD,
+      KEYCELL_BENCH_CLI, KEYCELL_BENCH_MODULE, 5 * 2 * 3 * 7);
 }
 
 std::vector<std::string> SplitList(std::string_view text) {
@@ -221,10 +240,19 @@ int ParseFlags(int argc, char **argv, Flags *flags) {
       ok = CheckListValues(
           "--modes", flags->modes,
           {"in-process", "cell", "async-cell", "sync-cell-1thread",
-           "in-process-1thread", "daemon"});
+           "in-process-1thread", "daemon", "async-daemon"});
     } else if (name == "--data-dir") {
       flags->data_dir = std::string(value);
       ok = !flags->data_dir.empty();
+    } else if (name == "--keycelld") {
+      flags->keycelld = std::string(value);
+      ok = !flags->keycelld.empty();
+    } else if (name == "--keycell") {
+      flags->keycell_cli = std::string(value);
+      ok = !flags->keycell_cli.empty();
+    } else if (name == "--module") {
+      flags->module = std::string(value);
+      ok = !flags->module.empty();
     } else {
       std::fprintf(stderr, "error: unknown flag '%s'; see --help\n", argv[i]);
       return 1;
@@ -1221,27 +1249,251 @@ class EventLoopMode : public ServerMode {
   EventLoopServer server_;
 };
 
-// A mode that this build cannot run. Its rows print the reason, and it never
-// runs a server.
-//
-// TODO: "daemon" needs keycell to connect to a cell that runs as its own
-// service, and its cell_pid() returns the daemon's pid.
-class UnavailableMode : public ServerMode {
+// keycelld for the daemon modes, started from the build tree in a
+// temporary directory. Its configuration serves the benchmark's keys to the
+// current user. keycell.so is loaded into this process, and the server reads
+// each key from a reference file that `keycell wrap` writes.
+class KeycelldService {
  public:
-  UnavailableMode(const char *mode_name, std::string reason)
-      : name_(mode_name), reason_(std::move(reason)) {}
-  const char *name() const override { return name_; }
-  std::string unavailable_reason() const override { return reason_; }
-  bool InstallKey(SSL_CTX *, const std::string &, std::string *error) override {
-    *error = reason_;
-    return false;
+  KeycelldService() = default;
+  KeycelldService(const KeycelldService &) = delete;
+  KeycelldService &operator=(const KeycelldService &) = delete;
+  ~KeycelldService() { Stop(); }
+
+  // Starts keycelld with |key_paths| under their file names without
+  // "-key.pem", and waits until its socket accepts connections.
+  bool Start(const Flags &flags, const std::vector<std::string> &key_paths,
+             std::string *error) {
+    for (const std::string *program :
+         {&flags.keycelld, &flags.keycell_cli, &flags.module}) {
+      if (access(program->c_str(), R_OK) != 0) {
+        *error = *program +
+                 " not found; build the default preset or set "
+                 "--keycelld, --keycell and --module";
+        return false;
+      }
+    }
+    keycell_cli_ = flags.keycell_cli;
+    char pattern[] = "/tmp/keycell-bench-XXXXXX";
+    if (mkdtemp(pattern) == nullptr) {
+      *error = std::string("mkdtemp failed: ") + std::strerror(errno);
+      return false;
+    }
+    directory_ = pattern;
+    socket_ = directory_ + "/keycelld.sock";
+    log_ = directory_ + "/keycelld.log";
+    const passwd *user = getpwuid(geteuid());
+    if (user == nullptr) {
+      *error = "the current user has no name";
+      return false;
+    }
+    std::string text = "socket " + socket_ + "\nsocket_mode 0600\n";
+    if (flags.cell_workers != 0) {
+      text += "workers " + std::to_string(flags.cell_workers) + "\n";
+    }
+    for (const std::string &path : key_paths) {
+      std::string name = KeyName(path);
+      names_[path] = name;
+      text += "key " + name + " {\n  file " + path + "\n  allow_users " +
+              user->pw_name + "\n}\n";
+    }
+    std::string config = directory_ + "/keycelld.conf";
+    if (!WriteText(config, text, error)) {
+      return false;
+    }
+    pid_ = Spawn({flags.keycelld, "--config", config, "--foreground"});
+    if (pid_ < 0) {
+      *error = "cannot start " + flags.keycelld;
+      return false;
+    }
+    bool up = false;
+    for (int i = 0; i < 1000 && !up; ++i) {
+      up = SocketAccepts();
+      if (!up) {
+        if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+          pid_ = -1;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    if (!up) {
+      *error = "keycelld did not start; its log is " + log_;
+      keep_log_ = true;
+      return false;
+    }
+    if (OSSL_PROVIDER_load(nullptr, "default") == nullptr ||
+        OSSL_PROVIDER_load(nullptr, flags.module.c_str()) == nullptr) {
+      *error = "cannot load " + flags.module + ": " + DrainOpenSslErrors();
+      return false;
+    }
+    return true;
   }
-  void Start(SSL_CTX *, int, ServerCounters *) override {}
-  void Stop() override {}
+
+  // Writes the reference file of the key file |path| and installs the key
+  // that the module reads from it into |ctx|.
+  bool InstallKey(SSL_CTX *ctx, const std::string &path, std::string *error) {
+    auto name = names_.find(path);
+    if (name == names_.end()) {
+      *error = path + " is not a key of keycelld's configuration";
+      return false;
+    }
+    std::string reference = directory_ + "/" + name->second + "-ref.pem";
+    pid_t wrap = Spawn({keycell_cli_, "wrap", "--socket", socket_, "--key",
+                        name->second, "--out", reference});
+    int status = 0;
+    if (wrap < 0 || waitpid(wrap, &status, 0) != wrap || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+      *error = "keycell wrap failed for key " + name->second +
+               "; its output is in " + log_;
+      keep_log_ = true;
+      return false;
+    }
+    BIO *bio = BIO_new_file(reference.c_str(), "r");
+    EVP_PKEY *key =
+        bio != nullptr ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr)
+                       : nullptr;
+    BIO_free(bio);
+    bool used = key != nullptr && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+    EVP_PKEY_free(key);
+    if (!used) {
+      *error = "cannot install the key of " + reference + ": " +
+               DrainOpenSslErrors();
+    }
+    return used;
+  }
+
+  pid_t pid() const { return pid_ > 0 ? pid_ : 0; }
+
+  // Stops keycelld and removes the temporary directory, unless an error
+  // message names the log in it.
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    if (directory_.empty() || keep_log_) {
+      return;
+    }
+    for (const auto &[path, name] : names_) {
+      unlink((directory_ + "/" + name + "-ref.pem").c_str());
+    }
+    for (const char *file :
+         {"keycelld.conf", "keycelld.sock", "keycelld.log"}) {
+      unlink((directory_ + "/" + file).c_str());
+    }
+    rmdir(directory_.c_str());
+    directory_.clear();
+  }
 
  private:
-  const char *name_;
-  std::string reason_;
+  // Returns "p256" for ".../p256-key.pem".
+  static std::string KeyName(const std::string &path) {
+    std::string name = path.substr(path.find_last_of('/') + 1);
+    size_t suffix = name.rfind("-key.pem");
+    return suffix == std::string::npos ? name : name.substr(0, suffix);
+  }
+
+  static bool WriteText(const std::string &path, const std::string &text,
+                        std::string *error) {
+    std::ofstream out(path);
+    out << text;
+    out.close();
+    if (!out) {
+      *error = "cannot write " + path;
+      return false;
+    }
+    return true;
+  }
+
+  // Starts |argv| with stdout and stderr appended to the log and no other
+  // inherited descriptors. Returns its pid, or -1.
+  pid_t Spawn(const std::vector<std::string> &argv) const {
+    std::vector<char *> args;
+    for (const std::string &arg : argv) {
+      args.push_back(const_cast<char *>(arg.c_str()));
+    }
+    args.push_back(nullptr);
+    int log =
+        open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log < 0) {
+      return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      int null = open("/dev/null", O_RDONLY);
+      dup2(null, STDIN_FILENO);
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+      close_range(3, ~0U, 0);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(log);
+    return pid;
+  }
+
+  bool SocketAccepts() const {
+    ScopedFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s",
+                  socket_.c_str());
+    return connect(fd.get(), reinterpret_cast<sockaddr *>(&address),
+                   sizeof(address)) == 0;
+  }
+
+  std::string keycell_cli_;
+  std::string directory_;
+  std::string socket_;
+  std::string log_;
+  std::map<std::string, std::string> names_;  // Key file path to key name.
+  pid_t pid_ = -1;
+  bool keep_log_ = false;
+};
+
+// The key in keycelld, with blocking server threads: each thread's
+// connection to keycelld carries one request at a time.
+class DaemonMode : public BlockingThreadsMode {
+ public:
+  DaemonMode(int threads, KeycelldService *service)
+      : BlockingThreadsMode(threads), service_(service) {}
+  const char *name() const override { return "daemon"; }
+  bool InstallKey(SSL_CTX *ctx, const std::string &path,
+                  std::string *error) override {
+    return service_->InstallKey(ctx, path, error);
+  }
+  pid_t cell_pid() const override { return service_->pid(); }
+
+ private:
+  KeycelldService *service_;
+};
+
+// The key in keycelld, with one event-loop thread and SSL_MODE_ASYNC: each
+// request pauses its handshake's ASYNC_JOB, and the requests share the
+// thread's pipelined connection to keycelld.
+class AsyncDaemonMode : public ServerMode {
+ public:
+  explicit AsyncDaemonMode(KeycelldService *service) : service_(service) {}
+  const char *name() const override { return "async-daemon"; }
+  bool InstallKey(SSL_CTX *ctx, const std::string &path,
+                  std::string *error) override {
+    if (!service_->InstallKey(ctx, path, error)) {
+      return false;
+    }
+    SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
+    return true;
+  }
+  pid_t cell_pid() const override { return service_->pid(); }
+  void Start(SSL_CTX *ctx, int listener, ServerCounters *counters) override {
+    server_.Start(ctx, listener, counters);
+  }
+  void Stop() override { server_.Stop(); }
+
+ private:
+  KeycelldService *service_;
+  EventLoopServer server_;
 };
 
 // ---------------------------------------------------------------------------
@@ -1604,7 +1856,8 @@ void PrintEventLoopReport(
 // ---------------------------------------------------------------------------
 
 std::vector<std::unique_ptr<ServerMode>> CreateModes(const Flags &flags,
-                                                     keycell *cell) {
+                                                     keycell *cell,
+                                                     KeycelldService *service) {
   std::vector<std::unique_ptr<ServerMode>> modes;
   for (const std::string &name : flags.modes) {
     if (name == "in-process") {
@@ -1622,8 +1875,10 @@ std::vector<std::unique_ptr<ServerMode>> CreateModes(const Flags &flags,
       modes.push_back(std::make_unique<EventLoopMode>(
           "in-process-1thread", nullptr, /*async=*/false));
     } else if (name == "daemon") {
-      modes.push_back(std::make_unique<UnavailableMode>(
-          "daemon", "keycell has no standalone cell daemon"));
+      modes.push_back(
+          std::make_unique<DaemonMode>(flags.server_threads, service));
+    } else if (name == "async-daemon") {
+      modes.push_back(std::make_unique<AsyncDaemonMode>(service));
     }
   }
   return modes;
@@ -1654,7 +1909,23 @@ int Run(const Flags &flags) {
   }
   std::unique_ptr<keycell, void (*)(keycell *)> cell_owner(cell, keycell_free);
 
-  std::vector<std::unique_ptr<ServerMode>> modes = CreateModes(flags, cell);
+  KeycelldService service;
+  bool daemon_modes = false;
+  for (const std::string &name : flags.modes) {
+    daemon_modes |= name == "daemon" || name == "async-daemon";
+  }
+  if (daemon_modes) {
+    std::vector<std::string> key_paths;
+    for (const std::string &key : flags.keys) {
+      key_paths.push_back(flags.data_dir + "/" + key + "-key.pem");
+    }
+    if (!service.Start(flags, key_paths, &error)) {
+      std::fprintf(stderr, "error: %s\n", error.c_str());
+      return 1;
+    }
+  }
+  std::vector<std::unique_ptr<ServerMode>> modes =
+      CreateModes(flags, cell, &service);
   int baseline = -1;
   for (size_t m = 0; m < modes.size(); ++m) {
     if (std::string_view(modes[m]->name()) == "in-process") {
