@@ -790,6 +790,14 @@ int main(int argc, char **argv) {
   server.cell_pid = keycell_cell_pid(cell);
   log_line("started cell pid %ld; server pid %ld", (long)server.cell_pid,
            (long)getpid());
+  /* The library never prints, so the server reports once whether the cell
+   * could lock its key memory. */
+  if (keycell_key_memory_locked(cell)) {
+    log_line("cell key memory: locked");
+  } else {
+    log_line("cell key memory: not locked (RLIMIT_MEMLOCK too low); keys "
+             "may be swapped out");
+  }
 
   int exit_code = 1;
   int listen_fd = -1;

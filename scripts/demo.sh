@@ -128,7 +128,15 @@ start_server() {
     "$log_file")"
   log "server '$name': pid $pid, cell pid ${server_cell_pid[$name]}," \
     "https://127.0.0.1:$port/"
+  # Every cell of the demo runs with the same limits, so the first one's
+  # report stands for all.
+  if [[ -z "$key_memory_reported" ]]; then
+    key_memory_reported=yes
+    log "$(sed -n 's/.*\(cell key memory: .*\)/\1/p' "$log_file")"
+  fi
 }
+
+key_memory_reported=""
 
 user_options=()
 if ((EUID == 0)) && id nobody >/dev/null 2>&1; then

@@ -7,7 +7,9 @@
 #include <openssl/x509.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -370,6 +372,131 @@ TEST(DaemonKeycelld, RequiresOpenedAndAllowedKeys) {
       client->Call(MessageType::kDropPrivileges, drop);
   ASSERT_FALSE(dropped.ok());
   EXPECT_EQ(dropped.status().code(), Code::kForbidden);
+}
+
+// Returns the value of the field |name| in /proc/<pid>/status, or "".
+std::string StatusField(pid_t pid, const std::string &name) {
+  std::istringstream status(
+      ReadFile("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with(name + ":")) {
+      size_t value = line.find_first_not_of(" \t", name.size() + 1);
+      return value == std::string::npos ? "" : line.substr(value);
+    }
+  }
+  return "";
+}
+
+// Returns the VmFlags of the 4 MiB anonymous mapping of |pid| that is
+// excluded from core dumps (keycelld's secure heap), or "".
+std::string ArenaFlags(pid_t pid) {
+  std::istringstream smaps(ReadFile("/proc/" + std::to_string(pid) + "/smaps"));
+  std::string line;
+  unsigned long long start = 0;
+  unsigned long long end = 0;
+  while (std::getline(smaps, line)) {
+    unsigned long long line_start = 0;
+    unsigned long long line_end = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx ", &line_start, &line_end) == 2 &&
+        line.find(':') > line.find(' ')) {
+      start = line_start;
+      end = line_end;
+    } else if (line.starts_with("VmFlags:") && end - start == (4u << 20) &&
+               line.find(" dd") != std::string::npos) {
+      return line.substr(8) + " ";
+    }
+  }
+  return "";
+}
+
+TEST(DaemonKeycelld, ServesUnderSeccompWithLockedKeys) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  EXPECT_EQ(StatusField(daemon.pid(), "Seccomp"), "2");
+  std::string flags = ArenaFlags(daemon.pid());
+  ASSERT_NE(flags, "") << "no 4 MiB mapping with VmFlags dd";
+  // Root's CAP_IPC_LOCK lifts RLIMIT_MEMLOCK, so the lock succeeds.
+  EXPECT_NE(flags.find(" lo "), std::string::npos) << flags;
+  EXPECT_NE(daemon.Log().find("private keys are in a locked 4 MiB secure heap"),
+            std::string::npos)
+      << daemon.Log();
+
+  // A reload under the filter reads the file, resolves "root" through NSS
+  // and loads the new key.
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root") +
+                     KeyBlock("rsa", "rsa2048-key.pem", "root"));
+  daemon.Reload();
+  EXPECT_NE(daemon.Log().find("reload done: serving 2 keys"), std::string::npos)
+      << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok()) << client.status().message();
+  std::vector<uint8_t> storage;
+  Result<protocol::OpenKeyReply> opened = OpenKey(*client, "rsa", storage);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::vector<uint8_t> message = {'x'};
+  Result<std::vector<uint8_t>> signature =
+      SignMessage(*client, opened->key_id, opened->type, message);
+  ASSERT_TRUE(signature.ok()) << signature.status().message();
+
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
+  struct stat info;
+  EXPECT_NE(lstat(daemon.socket().c_str(), &info), 0)
+      << "the socket file remains after SIGTERM";
+}
+
+// Returns the pid of the process that accepts on the Unix socket |path|.
+pid_t PeerPid(const std::string &path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof(address.sun_path), "%s", path.c_str());
+  ucred credentials{};
+  socklen_t length = sizeof(credentials);
+  if (connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)) !=
+          0 ||
+      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
+    credentials.pid = -1;
+  }
+  close(fd);
+  return credentials.pid;
+}
+
+TEST(DaemonKeycelld, DetachedDaemonKeepsLockedKeys) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  std::string output;
+  // Without --foreground keycelld exits 0 once the detached daemon serves.
+  ASSERT_EQ(RunCommand(std::string(KEYCELLD_PATH) + " --config " +
+                           daemon.config() + " 2>&1",
+                       output),
+            0)
+      << output;
+  pid_t pid = PeerPid(daemon.socket());
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(StatusField(pid, "Seccomp"), "2");
+  // The daemon is the process that created the secure heap, so the lock
+  // holds; fork would have dropped it.
+  EXPECT_NE(ArenaFlags(pid).find(" lo "), std::string::npos) << ArenaFlags(pid);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  for (int i = 0; i < 500 && kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(kill(pid, 0), 0) << "keycelld did not stop on SIGTERM";
+}
+
+// A start that fails in the detached child makes the parent exit 1.
+TEST(DaemonKeycelld, DetachedStartReportsFailure) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("broken", "missing.pem", "root"));
+  std::string output;
+  EXPECT_EQ(RunCommand(std::string(KEYCELLD_PATH) + " --config " +
+                           daemon.config() + " 2>&1",
+                       output),
+            1)
+      << output;
+  EXPECT_NE(output.find("missing.pem"), std::string::npos) << output;
 }
 
 TEST(DaemonKeycelld, ReloadAddsAndRemovesKeys) {

@@ -102,6 +102,17 @@ KEYCELL_EXPORT void keycell_free(keycell *cell);
 /* keycell_cell_pid returns the process id of the cell, for monitoring. */
 KEYCELL_EXPORT pid_t keycell_cell_pid(const keycell *cell);
 
+/* keycell_key_memory_locked returns 1 if the cell keeps private keys in
+ * memory that is locked in RAM, so never written to swap, and 0 otherwise.
+ * The cell keeps private keys in OpenSSL's secure heap: a 1 MiB arena that
+ * is excluded from core dumps and locked with mlock(2). Locking fails when
+ * the cell's RLIMIT_MEMLOCK, raised by the arena size up to its hard limit,
+ * is too low and the process lacks CAP_IPC_LOCK; the cell then works as before
+ * with swappable key memory. keycell_start() waits for the cell to report
+ * this, so the answer never changes. NULL returns 0. A server should log
+ * a 0 once at start, because the library never prints. */
+KEYCELL_EXPORT int keycell_key_memory_locked(const keycell *cell);
+
 /* keycell_drop_privileges switches the cell to |user|: its group, its
  * supplementary groups and its uid. Call it once every key is loaded, usually
  * just before the server drops its own privileges; keys loaded afterwards are

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cell/dispatcher.h"
+#include "cell/key_memory.h"
 #include "cell/key_store.h"
 #include "cell/sandbox.h"
 #include "cell/server.h"
@@ -54,12 +55,20 @@ void ResetInheritedState(int control_fd) {
 }
 
 // The embedded cell's share of the hardening: no core dumps, no ptrace
-// attach by the server's uid, no privilege gain through exec.
+// attach by the server's uid, no privilege gain through exec, and private
+// keys in locked memory. Sends the server one message on the control
+// socket with the KeyMemoryState as its byte, because the library never
+// prints and the server reports it through keycell_key_memory_locked.
 void Harden() {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   struct rlimit no_core = {0, 0};
   setrlimit(RLIMIT_CORE, &no_core);
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+
+  KeyMemory memory = SetUpKeyMemory(kEmbeddedArenaSize);
+  char state = static_cast<char>(memory.state);
+  while (send(kControlFd, &state, 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
 }
 
 // Closes every descriptor that an SCM_RIGHTS header carries.
@@ -143,7 +152,7 @@ void RunEmbeddedCell(int control_fd, unsigned workers) {
     // The embedded API has no log, so a cell that cannot confine itself
     // exits. Its server then gets every operation after keycell_start
     // failing with "cell process is not running".
-    if (!InstallSyscallFilter().ok()) {
+    if (!InstallSyscallFilter(SandboxProfile::kEmbeddedCell).ok()) {
       _exit(1);
     }
   });

@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <seccomp.h>
+#include <sys/socket.h>
 
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace kc::cell {
@@ -15,8 +17,8 @@ struct FilterDeleter {
 };
 using Filter = std::unique_ptr<void, FilterDeleter>;
 
-// System calls that serve requests, manage memory and threads that already
-// exist, read files, and switch users.
+// System calls that both profiles need: serving requests, managing memory
+// and threads that already exist, and reading files.
 constexpr int kAllowed[] = {
     // Connections and the event loop.
     SCMP_SYS(read),
@@ -70,13 +72,6 @@ constexpr int kAllowed[] = {
     SCMP_SYS(statx),
     SCMP_SYS(lseek),
     SCMP_SYS(pread64),
-    // Dropping privileges.
-    SCMP_SYS(setuid),
-    SCMP_SYS(setgid),
-    SCMP_SYS(setresuid),
-    SCMP_SYS(setresgid),
-    SCMP_SYS(setgroups),
-    SCMP_SYS(prctl),
     // Signals and exit.
     SCMP_SYS(rt_sigaction),
     SCMP_SYS(rt_sigprocmask),
@@ -85,6 +80,42 @@ constexpr int kAllowed[] = {
     SCMP_SYS(exit),
     SCMP_SYS(exit_group),
     SCMP_SYS(restart_syscall),
+};
+
+// The embedded cell drops privileges on request
+// (keycell_drop_privileges), so it keeps the calls that switch users.
+constexpr int kEmbeddedAllowed[] = {
+    SCMP_SYS(setuid),    SCMP_SYS(setgid),    SCMP_SYS(setresuid),
+    SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(prctl),
+};
+
+// keycelld has dropped privileges before the filter is installed. It still
+// accepts connections, reloads its configuration on SIGHUP (reading key
+// files, and resolving user and group names through NSS, which may load
+// NSS modules and ask nscd or systemd-userdb over a Unix socket), logs to
+// syslog (reconnecting to /dev/log when it has gone), and removes its
+// socket file when it stops. socket() is allowed for AF_UNIX only.
+constexpr int kDaemonAllowed[] = {
+    // Clients and syslog.
+    SCMP_SYS(accept4),
+    SCMP_SYS(accept),
+    SCMP_SYS(connect),
+    SCMP_SYS(getsockname),
+    SCMP_SYS(getpeername),
+    // Reloading: NSS lookups and its modules.
+    SCMP_SYS(access),
+    SCMP_SYS(faccessat),
+    SCMP_SYS(faccessat2),
+    SCMP_SYS(getdents64),
+    SCMP_SYS(fstatfs),
+    SCMP_SYS(stat),
+    SCMP_SYS(lstat),
+    SCMP_SYS(readlink),
+    SCMP_SYS(readlinkat),
+    SCMP_SYS(time),
+    // Stopping: the socket file.
+    SCMP_SYS(unlink),
+    SCMP_SYS(unlinkat),
 };
 
 #ifdef KEYCELL_SANITIZER_BUILD
@@ -112,9 +143,20 @@ Status FilterError(const char *what, int error) {
                                      what + ": " + std::strerror(-error));
 }
 
+Status AddRules(scmp_filter_ctx filter, std::span<const int> calls,
+                const char *what) {
+  for (int call : calls) {
+    int error = seccomp_rule_add(filter, SCMP_ACT_ALLOW, call, 0);
+    if (error != 0) {
+      return FilterError(what, error);
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
-Status InstallSyscallFilter() {
+Status InstallSyscallFilter(SandboxProfile profile) {
   Filter filter(seccomp_init(SCMP_ACT_ERRNO(EPERM)));
   if (filter == nullptr) {
     return Status(Code::kInternal,
@@ -125,23 +167,34 @@ Status InstallSyscallFilter() {
   if (error != 0) {
     return FilterError("synchronising threads", error);
   }
-  for (int call : kAllowed) {
-    error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, call, 0);
-    if (error != 0) {
-      return FilterError("adding a rule", error);
-    }
+  Status added = AddRules(filter.get(), kAllowed, "adding a rule");
+  if (added.ok() && profile == SandboxProfile::kEmbeddedCell) {
+    added = AddRules(filter.get(), kEmbeddedAllowed, "adding a cell rule");
+  }
+  if (added.ok() && profile == SandboxProfile::kDaemon) {
+    added = AddRules(filter.get(), kDaemonAllowed, "adding a keycelld rule");
   }
 #ifdef KEYCELL_SANITIZER_BUILD
-  for (int call : kSanitizerAllowed) {
-    error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, call, 0);
-    if (error != 0) {
-      return FilterError("adding a sanitizer rule", error);
-    }
+  if (added.ok()) {
+    added =
+        AddRules(filter.get(), kSanitizerAllowed, "adding a sanitizer rule");
   }
 #endif
-  // Files open for reading only.
-  error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
-                           SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE, O_RDONLY));
+  if (!added.ok()) {
+    return added;
+  }
+  if (profile == SandboxProfile::kDaemon) {
+    error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                             SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+    if (error != 0) {
+      return FilterError("adding the socket rule", error);
+    }
+  }
+  // Files open for reading only. O_CREAT and O_TRUNC are excluded too,
+  // because Linux creates or truncates a file opened O_RDONLY with them.
+  error = seccomp_rule_add(
+      filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
+      SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC, O_RDONLY));
   if (error != 0) {
     return FilterError("adding the openat rule", error);
   }

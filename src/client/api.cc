@@ -253,6 +253,11 @@ pid_t keycell_cell_pid(const keycell *cell) {
   return cell == nullptr ? -1 : cell->cell->pid();
 }
 
+int keycell_key_memory_locked(const keycell *cell) {
+  return cell != nullptr &&
+         cell->cell->key_memory() == kc::cell::KeyMemoryState::kLocked;
+}
+
 int keycell_drop_privileges(keycell *cell, const char *user, char *err,
                             size_t err_len) {
   if (cell == nullptr || user == nullptr || user[0] == '\0') {

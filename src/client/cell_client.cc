@@ -77,6 +77,32 @@ Status CellGone() {
   return Status(Code::kCellGone, "the cell process is not running");
 }
 
+// Waits for the one message that a new cell sends once its secure heap is
+// set up. A cell that exits before it sends one has no secure heap.
+cell::KeyMemoryState ReceiveKeyMemoryState(int control_fd,
+                                           unsigned timeout_ms) {
+  pollfd entry{control_fd, POLLIN, 0};
+  int waited;
+  do {
+    waited =
+        poll(&entry, 1, timeout_ms == 0 ? -1 : static_cast<int>(timeout_ms));
+  } while (waited < 0 && errno == EINTR);
+  if (waited <= 0) {
+    return cell::KeyMemoryState::kUnavailable;
+  }
+  char state = 0;
+  ssize_t received;
+  do {
+    received = recv(control_fd, &state, 1, MSG_DONTWAIT);
+  } while (received < 0 && errno == EINTR);
+  if (received != 1 ||
+      (state != static_cast<char>(cell::KeyMemoryState::kLocked) &&
+       state != static_cast<char>(cell::KeyMemoryState::kNotLocked))) {
+    return cell::KeyMemoryState::kUnavailable;
+  }
+  return static_cast<cell::KeyMemoryState>(state);
+}
+
 void DropConnection(uint64_t serial) {
   std::vector<ThreadConnection> &list = thread_connections.list;
   for (auto it = list.begin(); it != list.end(); ++it) {
@@ -115,25 +141,30 @@ Result<std::shared_ptr<CellClient>> CellClient::Start(
     cell::RunEmbeddedCell(pair[1], options.workers);
   }
   ::close(pair[1]);
+  cell::KeyMemoryState key_memory =
+      ReceiveKeyMemoryState(pair[0], options.timeout_ms);
   return std::shared_ptr<CellClient>(
-      new CellClient(UniqueFd(pair[0]), pid, options.timeout_ms));
+      new CellClient(UniqueFd(pair[0]), pid, options.timeout_ms, key_memory));
 }
 
 std::shared_ptr<CellClient> CellClient::AttachForTesting(UniqueFd control,
                                                          pid_t pid,
                                                          unsigned timeout_ms) {
   std::shared_ptr<CellClient> client(
-      new CellClient(std::move(control), pid, timeout_ms));
+      new CellClient(std::move(control), pid, timeout_ms,
+                     cell::KeyMemoryState::kUnavailable));
   client->attached_ = true;
   return client;
 }
 
-CellClient::CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms)
+CellClient::CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms,
+                       cell::KeyMemoryState key_memory)
     : control_(std::move(control)),
       pid_(pid),
       owner_pid_(getpid()),
       timeout_ms_(timeout_ms),
-      serial_(next_serial.fetch_add(1)) {}
+      serial_(next_serial.fetch_add(1)),
+      key_memory_(key_memory) {}
 
 CellClient::~CellClient() {
   Stop();

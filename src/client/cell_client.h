@@ -11,6 +11,7 @@
 
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "cell/key_memory.h"
 #include "client/async_channel.h"
 #include "protocol/frame.h"
 
@@ -96,12 +97,16 @@ class CellClient {
   void Stop();
 
   pid_t pid() const { return pid_; }
+  // Whether the cell keeps private keys in locked memory, as it reported
+  // when it started.
+  cell::KeyMemoryState key_memory() const { return key_memory_; }
   unsigned timeout_ms() const { return timeout_ms_; }
   // True once the cell has been seen to exit or has been stopped.
   bool gone() const { return gone_.load(std::memory_order_relaxed); }
 
  private:
-  CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms);
+  CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms,
+             cell::KeyMemoryState key_memory);
 
   static protocol::WipingBuffer &ScratchFrame();
   uint64_t NextRequestId();
@@ -120,6 +125,7 @@ class CellClient {
   const pid_t owner_pid_;
   const unsigned timeout_ms_;
   const uint64_t serial_;
+  const cell::KeyMemoryState key_memory_;
   std::atomic<bool> gone_{false};
   std::atomic<bool> stopped_{false};
   bool attached_ = false;

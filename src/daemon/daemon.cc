@@ -23,6 +23,8 @@
 #include "base/unique_fd.h"
 #include "cell/dispatcher.h"
 #include "cell/key_loader.h"
+#include "cell/key_memory.h"
+#include "cell/sandbox.h"
 #include "cell/server.h"
 
 namespace kc::daemon {
@@ -79,6 +81,9 @@ struct Daemon {
   UniqueFd signals;
   // False with socket activation, where the socket file belongs to systemd.
   bool owns_socket_file = false;
+  // Without --foreground: the pipe whose first byte tells the parent that
+  // the daemon is serving.
+  UniqueFd ready;
 };
 
 void LogKeys(Daemon &daemon, const std::vector<cell::CatalogKey> &keys) {
@@ -300,9 +305,19 @@ void HandleSignals(Daemon &daemon) {
   }
 }
 
-// Detaches from the terminal. The parent exits 0 once the socket and keys
-// are ready, so a start script gets failures as the exit status.
-void Daemonize(Daemon &daemon) {
+// Forks the process that becomes the daemon and returns in it the write
+// end of a pipe for FinishDetach. The original process waits on the pipe
+// and exits 0 once the child reports that its socket and keys are ready,
+// or 1 when the child exits before, so a start script gets failures as the
+// exit status. Forking first keeps the daemon in the process that creates
+// the secure heap, because fork does not pass memory locks to the child.
+UniqueFd StartDetach(Daemon &daemon) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) {
+    daemon.logger.Log(LOG_ERR,
+                      std::string("pipe2 failed: ") + std::strerror(errno));
+    _exit(1);
+  }
   pid_t child = fork();
   if (child < 0) {
     daemon.logger.Log(LOG_ERR,
@@ -310,8 +325,21 @@ void Daemonize(Daemon &daemon) {
     _exit(1);
   }
   if (child > 0) {
-    _exit(0);
+    close(ready[1]);
+    char byte = 0;
+    ssize_t n;
+    do {
+      n = read(ready[0], &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    _exit(n == 1 ? 0 : 1);
   }
+  close(ready[0]);
+  return UniqueFd(ready[1]);
+}
+
+// Detaches the daemon from the terminal. The waiting parent is released
+// later, by a write to the ready pipe.
+void DetachFromTerminal(Daemon &daemon) {
   setsid();
   if (chdir("/") != 0) {
     daemon.logger.Log(LOG_WARNING,
@@ -391,7 +419,16 @@ int RunDaemon(const std::string &path, bool foreground) {
   signal(SIGPIPE, SIG_IGN);
   // The daemon lives until _exit, so it is never destroyed.
   static Daemon *daemon = new Daemon(true);
+  if (!foreground) {
+    daemon->ready = StartDetach(*daemon);
+  }
   daemon->logger.Log(LOG_INFO, "starting with " + path);
+  // Before any key is loaded, so that every private key lands in the
+  // secure heap.
+  cell::KeyMemory memory = cell::SetUpKeyMemory(cell::kDaemonArenaSize);
+  daemon->logger.Log(
+      memory.state == cell::KeyMemoryState::kLocked ? LOG_INFO : LOG_WARNING,
+      cell::DescribeKeyMemory(memory));
 
   Result<DaemonConfig> config = LoadConfig(path);
   if (!config.ok()) {
@@ -462,7 +499,7 @@ int RunDaemon(const std::string &path, bool foreground) {
     return fail(watched.message());
   }
   if (!foreground) {
-    Daemonize(*daemon);
+    DetachFromTerminal(*daemon);
   }
   unsigned workers = daemon->config.workers;
   if (workers == 0) {
@@ -471,7 +508,21 @@ int RunDaemon(const std::string &path, bool foreground) {
   daemon->logger.Log(LOG_INFO, "serving on " + daemon->config.socket +
                                    " with " + std::to_string(workers) +
                                    " workers");
-  daemon->server.Run(workers);
+  daemon->server.Run(workers, [] {
+    Status filtered = cell::InstallSyscallFilter(cell::SandboxProfile::kDaemon);
+    if (!filtered.ok()) {
+      daemon->logger.Log(LOG_ERR, filtered.message());
+      if (daemon->owns_socket_file) {
+        unlink(daemon->config.socket.c_str());
+      }
+      _exit(1);
+    }
+    if (daemon->ready.valid()) {
+      char byte = 0;
+      (void)!write(daemon->ready.get(), &byte, 1);
+      daemon->ready.reset();
+    }
+  });
 }
 
 }  // namespace kc::daemon
