@@ -14,11 +14,14 @@
  *      of SSL_CTX_use_PrivateKey_file(). One SSL_CTX contains at most one
  *      key of each type, so RSA, ECDSA and Ed25519 keys can share it. OpenSSL
  *      picks the key that the client's signature algorithms allow.
- *   3. With -u, keycell_drop_privileges() switches the cell to USER, then the
+ *   3. keycell_seal() makes the cell reject every later key load, so code
+ *      that takes over the server cannot load a key file again with RSA
+ *      decryption allowed, or read other files through the cell.
+ *   4. With -u, keycell_drop_privileges() switches the cell to USER, then the
  *      server switches itself to USER (after binding its port).
- *   4. An acceptor thread (main) hands connections to a pool of worker
+ *   5. An acceptor thread (main) hands connections to a pool of worker
  *      threads. Each connection serves one HTTP request and is closed.
- *   5. On SIGINT or SIGTERM, or after -n COUNT connections, the server stops
+ *   6. On SIGINT or SIGTERM, or after -n COUNT connections, the server stops
  *      accepting, waits for the workers, and calls keycell_free().
  *
  * The server binds 127.0.0.1 only. Port 0 makes the kernel choose a free port.
@@ -806,6 +809,10 @@ int main(int argc, char **argv) {
 
   server.ctx = create_tls_context(&config, cell);
   if (server.ctx == NULL) {
+    goto done;
+  }
+  if (!keycell_seal(cell, err, sizeof(err))) {
+    log_line("keycell_seal failed: %s", err);
     goto done;
   }
   listen_fd = listen_on_loopback(config.port);

@@ -20,6 +20,7 @@
 #include "cell/key_loader.h"
 #include "cell/key_store.h"
 #include "protocol/frame.h"
+#include "protocol/key_policy.h"
 
 namespace {
 
@@ -32,8 +33,8 @@ void Check(bool condition) {
   }
 }
 
-std::shared_ptr<const cell::CellKey> LoadKey(const char *name,
-                                             bool allow_decrypt) {
+std::shared_ptr<const cell::CellKey> LoadKey(
+    const char *name, const protocol::KeyPolicy &policy) {
   std::string path = std::string(KEYCELL_FUZZ_DATA_DIR) + "/" + name;
   kc::Result<cell::LoadedKey> loaded =
       cell::LoadKeyFile(path, cell::PassphraseSource{});
@@ -45,16 +46,35 @@ std::shared_ptr<const cell::CellKey> LoadKey(const char *name,
   auto key = std::make_shared<cell::CellKey>();
   key->pkey = std::move(loaded->pkey);
   key->type = loaded->type;
-  key->allow_decrypt = allow_decrypt;
+  key->policy = policy;
+  key->name = name;
   return key;
+}
+
+protocol::KeyPolicy DecryptPolicy() {
+  protocol::KeyPolicy policy;
+  policy.allow_decrypt = true;
+  return policy;
+}
+
+// Signs only with PSS and SHA-256, as a TLS 1.3 server may restrict an RSA
+// key.
+protocol::KeyPolicy PssSha256Policy() {
+  protocol::KeyPolicy policy;
+  policy.digests = protocol::ParseDigestList("SHA256", " ").value();
+  policy.rsa_sign_paddings = protocol::kSignPaddingPss;
+  return policy;
 }
 
 const std::vector<std::shared_ptr<const cell::CellKey>> &Keys() {
   static const auto *keys =
       new std::vector<std::shared_ptr<const cell::CellKey>>{
-          LoadKey("rsa2048-key.pem", true), LoadKey("rsa2048-key.pem", false),
-          LoadKey("p256-key.pem", false),   LoadKey("ed25519-key.pem", false),
-          LoadKey("ed448-key.pem", false),
+          LoadKey("rsa2048-key.pem", DecryptPolicy()),
+          LoadKey("rsa2048-key.pem", {}),
+          LoadKey("p256-key.pem", {}),
+          LoadKey("ed25519-key.pem", {}),
+          LoadKey("ed448-key.pem", {}),
+          LoadKey("rsa2048-key.pem", PssSha256Policy()),
       };
   return *keys;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "protocol/frame.h"
+#include "protocol/key_policy.h"
 #include "protocol/messages.h"
 
 namespace {
@@ -96,8 +97,14 @@ void WriteProtocolSeeds() {
   Seed("load-key", MessageType::kLoadKey, 0, load);
   load.has_passphrase = true;
   load.passphrase = AsBytes("keycell test passphrase");
-  load.flags = protocol::kLoadAllowDecrypt;
+  load.policy.allow_decrypt = true;
   Seed("load-key-passphrase", MessageType::kLoadKey, 0, load);
+  load.has_passphrase = false;
+  load.passphrase = {};
+  load.policy = protocol::KeyPolicy();
+  load.policy.digests = protocol::ParseDigestList("SHA256", " ").value();
+  load.policy.rsa_sign_paddings = protocol::kSignPaddingPss;
+  Seed("load-key-policy", MessageType::kLoadKey, 0, load);
 
   protocol::SignRequest sign;
   sign.key_id = 1;
@@ -109,6 +116,14 @@ void WriteProtocolSeeds() {
   sign.salt_length = -1;
   sign.mgf1_digest = "SHA256";
   Seed("sign-rsa-pss", MessageType::kSign, 2, sign);
+  // Key 6 of the dispatcher's store signs only with PSS and SHA-256.
+  sign.key_id = 6;
+  Seed("sign-rsa-pss-allowed", MessageType::kSign, 2, sign);
+  sign.mgf1_digest = "SHA1";
+  Seed("sign-rsa-pss-mgf1-forbidden", MessageType::kSign, 2, sign);
+  sign.padding = protocol::kPaddingPkcs1;
+  sign.mgf1_digest = {};
+  Seed("sign-rsa-pkcs1-forbidden", MessageType::kSign, 2, sign);
   sign.key_id = 3;
   sign.padding = protocol::kPaddingNone;
   sign.salt_length = 0;
@@ -143,6 +158,7 @@ void WriteProtocolSeeds() {
        protocol::ReleaseKeyRequest{2});
   Seed("drop-privileges", MessageType::kDropPrivileges, 7,
        protocol::DropPrivilegesRequest{"nobody"});
+  Seed("seal", MessageType::kSeal, 9, protocol::SealRequest{});
 
   ReplySeed("load-key-reply", 1,
             protocol::LoadKeyReply{1, protocol::KeyType::kEc, kDigest});

@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   std::span<const uint8_t> payload(data + 1, size - 1);
-  switch (data[0] % 9) {
+  switch (data[0] % 10) {
     case 0:
       RoundTrip<protocol::LoadKeyRequest>(payload);
       break;
@@ -71,6 +71,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     case 8:
       RoundTrip<protocol::ErrorReply>(payload);
+      break;
+    case 9:
+      RoundTrip<protocol::SealRequest>(payload);
       break;
   }
   return 0;

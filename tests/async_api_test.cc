@@ -186,7 +186,9 @@ TEST_F(AsyncApi, DecryptRejectedWithoutPermission) {
   EXPECT_EQ(keycell_operation_finish(one[0].get(), out.data(), &length, err_,
                                      sizeof(err_)),
             0);
-  EXPECT_NE(std::string(err_).find("not enabled"), std::string::npos) << err_;
+  EXPECT_NE(std::string(err_).find("does not allow RSA decryption"),
+            std::string::npos)
+      << err_;
 }
 
 TEST_F(AsyncApi, FinishBeforeCompletion) {

@@ -377,7 +377,7 @@ class AttackTest : public ::testing::Test {
         CellClient::Start(options);
     ASSERT_TRUE(started.ok()) << started.status().message();
     cell_ = started.value();
-    ASSERT_TRUE(LoadKey("rsa2048-key.pem", 0, &rsa_key_id_, &rsa_public_key_));
+    ASSERT_TRUE(LoadKey("rsa2048-key.pem", {}, &rsa_key_id_, &rsa_public_key_));
   }
 
   void TearDown() override {
@@ -388,12 +388,12 @@ class AttackTest : public ::testing::Test {
 
   // Loads a key file of the test data through the cell. Returns false with a
   // test failure if the cell rejects it.
-  bool LoadKey(const std::string &name, uint32_t flags, uint32_t *key_id,
-               std::vector<uint8_t> *public_key) {
+  bool LoadKey(const std::string &name, const protocol::KeyPolicy &policy,
+               uint32_t *key_id, std::vector<uint8_t> *public_key) {
     std::string path = DataPath(name);
     protocol::LoadKeyRequest request;
     request.path = path;
-    request.flags = flags;
+    request.policy = policy;
     kc::client::Reply reply;
     kc::Status status = cell_->Call(MessageType::kLoadKey, request, reply);
     EXPECT_TRUE(status.ok()) << name << ": " << status.message();
@@ -699,7 +699,7 @@ TEST_F(AttackTest, IdleConnectionsReleaseLargeBuffers) {
   uint32_t ed25519_key_id = 0;
   std::vector<uint8_t> ed25519_public_key;
   ASSERT_TRUE(
-      LoadKey("ed25519-key.pem", 0, &ed25519_key_id, &ed25519_public_key));
+      LoadKey("ed25519-key.pem", {}, &ed25519_key_id, &ed25519_public_key));
   long rss_before = ResidentKib(cell_->pid());
   ASSERT_GT(rss_before, 0);
 
@@ -810,8 +810,10 @@ TEST_F(AttackTest, DecryptRejectedWithoutPermission) {
   ScopedAlarm alarm(60, "decryption test hung");
   uint32_t decrypt_key_id = 0;
   std::vector<uint8_t> decrypt_public_key;
-  ASSERT_TRUE(LoadKey("rsa2048-key.pem", protocol::kLoadAllowDecrypt,
-                      &decrypt_key_id, &decrypt_public_key));
+  protocol::KeyPolicy decrypt_policy;
+  decrypt_policy.allow_decrypt = true;
+  ASSERT_TRUE(LoadKey("rsa2048-key.pem", decrypt_policy, &decrypt_key_id,
+                      &decrypt_public_key));
 
   // A valid PKCS#1 v1.5 ciphertext for the RSA key, so that only the
   // permission can stop its decryption.
@@ -867,7 +869,7 @@ TEST_F(AttackTest, UnknownKeyIdGetsNoSignature) {
   ScopedAlarm alarm(60, "unknown key test hung");
   uint32_t ec_key_id = 0;
   std::vector<uint8_t> ec_public_key;
-  ASSERT_TRUE(LoadKey("p256-key.pem", 0, &ec_key_id, &ec_public_key));
+  ASSERT_TRUE(LoadKey("p256-key.pem", {}, &ec_key_id, &ec_public_key));
 
   uint8_t digest[32] = {7};
   protocol::SignRequest request;

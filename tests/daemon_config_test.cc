@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "protocol/key_policy.h"
+
 namespace kc::daemon {
 namespace {
 
@@ -44,11 +46,48 @@ TEST(DaemonConfig, ParsesValidFile) {
   EXPECT_EQ(web.passphrase_file, "/etc/keycell/web.pass");
   EXPECT_EQ(web.allow_users.size(), 2u);
   EXPECT_EQ(web.allow_groups.size(), 1u);
-  EXPECT_TRUE(web.allow_rsa_decryption);
+  EXPECT_TRUE(web.policy.allow_decrypt);
   const KeyConfig &mail = config->keys[1];
   EXPECT_EQ(mail.file, "/etc/keycell/mail.key");
-  EXPECT_FALSE(mail.allow_rsa_decryption);
+  EXPECT_FALSE(mail.policy.allow_decrypt);
   EXPECT_TRUE(mail.passphrase_file.empty());
+}
+
+TEST(DaemonConfig, ParsesKeyPolicy) {
+  Result<DaemonConfig> config = ParseConfig(
+      "socket /tmp/k.sock\n"
+      "key tls13 {\n"
+      "  file /k\n"
+      "  allow_users root\n"
+      "  allow_digests SHA256 sha-384 none\n"
+      "  allow_rsa_paddings pss\n"
+      "}\n"
+      "key decrypt-only {\n"
+      "  file /k\n"
+      "  allow_users root\n"
+      "  allow_signing no\n"
+      "  allow_rsa_decryption yes\n"
+      "}\n"
+      "key default {\n"
+      "  file /k\n"
+      "  allow_users root\n"
+      "}\n",
+      "t.conf");
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  ASSERT_EQ(config->keys.size(), 3u);
+  const protocol::KeyPolicy &tls13 = config->keys[0].policy;
+  EXPECT_TRUE(tls13.allow_sign);
+  EXPECT_FALSE(tls13.allow_decrypt);
+  EXPECT_EQ(protocol::DigestListNames(tls13.digests), "none SHA256 SHA384");
+  EXPECT_EQ(tls13.rsa_sign_paddings, protocol::kSignPaddingPss);
+  const protocol::KeyPolicy &decrypt_only = config->keys[1].policy;
+  EXPECT_FALSE(decrypt_only.allow_sign);
+  EXPECT_TRUE(decrypt_only.allow_decrypt);
+  const protocol::KeyPolicy &defaults = config->keys[2].policy;
+  EXPECT_TRUE(defaults.allow_sign);
+  EXPECT_FALSE(defaults.allow_decrypt);
+  EXPECT_EQ(defaults.digests, protocol::kAllDigests);
+  EXPECT_EQ(defaults.rsa_sign_paddings, protocol::kAllSignPaddings);
 }
 
 struct ErrorCase {
@@ -103,6 +142,30 @@ TEST(DaemonConfig, ErrorsNameFileAndLine) {
        "t.conf:3: unknown group 'nogroup-kc-x'"},
       {"socket /tmp/a\nkey a {\n allow_rsa_decryption maybe\n",
        "t.conf:3: invalid allow_rsa_decryption 'maybe'"},
+      {"socket /tmp/a\nkey a {\n allow_signing maybe\n",
+       "t.conf:3: invalid allow_signing 'maybe': expected yes or no"},
+      {"socket /tmp/a\nkey a {\n allow_digests SHA256 FOO\n",
+       "t.conf:3: invalid allow_digests: unknown digest 'FOO'"},
+      {"socket /tmp/a\nkey a {\n allow_digests\n",
+       "t.conf:3: \"allow_digests\" takes one or more names"},
+      {"socket /tmp/a\nkey a {\n allow_rsa_paddings pss raw\n",
+       "t.conf:3: invalid allow_rsa_paddings 'raw': expected pkcs1, pss or "
+       "both"},
+      {"socket /tmp/a\nkey a {\n allow_rsa_paddings pss\n"
+       " allow_rsa_paddings pkcs1\n",
+       "t.conf:4: duplicate \"allow_rsa_paddings\""},
+      {"socket /tmp/a\nkey a {\n file /k\n allow_users root\n"
+       " allow_signing no\n}\n",
+       "t.conf:6: the block of key 'a' allows neither signing nor RSA "
+       "decryption"},
+      {"socket /tmp/a\nkey a {\n file /k\n allow_users root\n"
+       " allow_rsa_decryption yes\n allow_digests SHA256\n"
+       " allow_signing no\n}\n",
+       "t.conf:6: \"allow_digests\" applies to signing, but the block of "
+       "key 'a' turns signing off"},
+      {"socket /tmp/a\nallow_digests SHA256\n",
+       "t.conf:2: unknown directive \"allow_digests\"; it belongs in a key "
+       "block"},
       {"socket /tmp/a\nkey a {\n workers 2\n",
        "t.conf:3: unknown directive \"workers\" in the block of key 'a'"},
       {"socket /tmp/a;\n", "t.conf:1: unexpected ';'"},

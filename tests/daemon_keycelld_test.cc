@@ -499,6 +499,111 @@ TEST(DaemonKeycelld, DetachedStartReportsFailure) {
   EXPECT_NE(output.find("missing.pem"), std::string::npos) << output;
 }
 
+// Signs a digest of |size| bytes with key |id| and returns the status.
+Status SignDigest(DaemonClient &client, uint32_t id, const char *digest,
+                  uint8_t padding, size_t size) {
+  std::vector<uint8_t> input(size, 0x5a);
+  protocol::SignRequest request;
+  request.key_id = id;
+  request.digest = digest;
+  request.padding = padding;
+  request.salt_length = padding == protocol::kPaddingPss ? -1 : 0;
+  request.input = input;
+  Result<std::vector<uint8_t>> reply = client.Call(MessageType::kSign, request);
+  return reply.ok() ? Status::Ok() : reply.status();
+}
+
+TEST(DaemonKeycelld, EnforcesKeyPolicy) {
+  TestDaemon daemon;
+  daemon.WriteConfig("key tls13 {\n  file " + kDataDir +
+                     "/rsa2048-key.pem\n  allow_users root\n"
+                     "  allow_digests SHA256\n  allow_rsa_paddings pss\n}\n"
+                     "key decrypt-only {\n  file " +
+                     kDataDir +
+                     "/rsa2048-key.pem\n  allow_users root\n"
+                     "  allow_signing no\n  allow_rsa_decryption yes\n}\n");
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok()) << client.status().message();
+  std::vector<uint8_t> storage;
+  Result<protocol::OpenKeyReply> tls13 = OpenKey(*client, "tls13", storage);
+  ASSERT_TRUE(tls13.ok()) << tls13.status().message();
+  uint32_t id = tls13->key_id;
+
+  Status pss = SignDigest(*client, id, "SHA256", protocol::kPaddingPss, 32);
+  EXPECT_TRUE(pss.ok()) << pss.message();
+  Status pkcs1 = SignDigest(*client, id, "SHA256", protocol::kPaddingPkcs1, 32);
+  EXPECT_EQ(pkcs1.code(), Code::kForbidden);
+  EXPECT_EQ(pkcs1.message(),
+            "key 'tls13' does not allow signing with PKCS#1 v1.5 padding");
+  Status sha1 = SignDigest(*client, id, "SHA1", protocol::kPaddingPss, 20);
+  EXPECT_EQ(sha1.code(), Code::kForbidden);
+  EXPECT_EQ(sha1.message(),
+            "key 'tls13' does not allow signing with digest SHA1");
+
+  Result<protocol::OpenKeyReply> decrypt_only =
+      OpenKey(*client, "decrypt-only", storage);
+  ASSERT_TRUE(decrypt_only.ok()) << decrypt_only.status().message();
+  Status unsigned_status = SignDigest(*client, decrypt_only->key_id, "SHA256",
+                                      protocol::kPaddingPss, 32);
+  EXPECT_EQ(unsigned_status.code(), Code::kForbidden);
+  EXPECT_EQ(unsigned_status.message(),
+            "key 'decrypt-only' does not allow signing");
+
+  // Each rejection is logged with the peer and the key.
+  std::string peer = "for pid " + std::to_string(getpid()) + " uid " +
+                     std::to_string(getuid());
+  std::string log = daemon.Log();
+  EXPECT_NE(log.find("rejected " + peer), std::string::npos) << log;
+  EXPECT_NE(log.find("key 'tls13' does not allow signing with digest SHA1"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("key 'decrypt-only' does not allow signing"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
+}
+
+TEST(DaemonKeycelld, CheckReportsPolicyErrorLines) {
+  TestDaemon daemon;
+  struct Case {
+    std::string block;
+    std::string expected;
+  };
+  const std::string file = "  file " + kDataDir + "/rsa2048-key.pem\n";
+  // The configuration's first three lines are socket, socket_mode and
+  // workers, so a key block starts on line 4.
+  std::vector<Case> cases = {
+      {"key a {\n" + file +
+           "  allow_users root\n  allow_digests SHA256 MD6\n}\n",
+       ":7: invalid allow_digests: unknown digest 'MD6'"},
+      {"key a {\n" + file +
+           "  allow_users root\n  allow_rsa_paddings oaep\n}\n",
+       ":7: invalid allow_rsa_paddings 'oaep'"},
+      {"key a {\n" + file + "  allow_signing off\n  allow_users root\n}\n",
+       ":6: invalid allow_signing 'off': expected yes or no"},
+      {"key a {\n" + file + "  allow_users root\n  allow_signing no\n}\n",
+       ":8: the block of key 'a' allows neither signing nor RSA decryption"},
+      // An EC key cannot decrypt, so with signing off it serves nothing.
+      // That shows only once the key file is read.
+      {"key ec {\n  file " + kDataDir +
+           "/p256-key.pem\n  allow_users root\n  allow_signing no\n"
+           "  allow_rsa_decryption yes\n}\n",
+       ":4: key 'ec': the key's policy allows no operation"},
+  };
+  for (const Case &test : cases) {
+    daemon.WriteConfig(test.block);
+    std::string output;
+    EXPECT_EQ(
+        RunCommand(std::string(KEYCELLD_PATH) + " --check " + daemon.config(),
+                   output),
+        1)
+        << test.block;
+    EXPECT_NE(output.find(daemon.config() + test.expected), std::string::npos)
+        << test.block << output;
+  }
+}
+
 TEST(DaemonKeycelld, ReloadAddsAndRemovesKeys) {
   TestDaemon daemon;
   daemon.WriteConfig(KeyBlock("keep", "p256-key.pem", "root") +

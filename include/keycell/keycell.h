@@ -124,8 +124,16 @@ KEYCELL_EXPORT int keycell_drop_privileges(keycell *cell, const char *user,
 /* Options for loading a key. */
 
 /* keycell_key_options_new returns a new key options object with the
- * defaults (no passphrase, RSA decryption not served), or NULL if memory runs
- * out. Free it with keycell_key_options_free(). */
+ * defaults (no passphrase; signing with every digest and RSA padding that
+ * keycell supports; RSA decryption not served), or NULL if memory runs out.
+ * Free it with keycell_key_options_free().
+ *
+ * The options after the passphrase ones form the key's policy. The cell
+ * stores it with the key and rejects every request that it does not allow
+ * with a message that names the key, the operation and the rejected value,
+ * so a compromised server cannot widen it for a loaded key. Call
+ * keycell_seal() once every key is loaded, so that it cannot load the same
+ * file again with a wider policy either. */
 KEYCELL_EXPORT keycell_key_options *keycell_key_options_new(void);
 
 /* keycell_key_options_free frees |options|. NULL is allowed. */
@@ -151,12 +159,55 @@ KEYCELL_EXPORT int keycell_key_options_set_passphrase_file(
 /* keycell_key_options_allow_rsa_decryption makes the cell serve RSA
  * decryption with the key when |allow| is nonzero. TLS 1.2 RSA key exchange
  * (cipher suites named TLS_RSA_WITH_*) needs it. It is off by default
- * because a decryption service is a padding oracle risk; signatures are
- * always served. Returns 1. */
+ * because a decryption service is a padding oracle risk. Other key types
+ * ignore it. Returns 1. */
 KEYCELL_EXPORT int keycell_key_options_allow_rsa_decryption(
     keycell_key_options *options, int allow);
 
+/* keycell_key_options_allow_signing makes the cell sign with the key when
+ * |allow| is nonzero, the default. When it is zero the cell rejects every
+ * signature, for an RSA key that serves only decryption. A key that allows
+ * neither signing nor decryption fails to load. Returns 1. */
+KEYCELL_EXPORT int keycell_key_options_allow_signing(
+    keycell_key_options *options, int allow);
+
+/* keycell_key_options_set_digests limits the digests the key signs with to
+ * |digests|, a list of OpenSSL digest names or aliases separated by colons
+ * or spaces, case-insensitive, such as "SHA256:SHA384". The same list
+ * limits the MGF1 digest of PSS signatures. Known names: MD5, SHA1,
+ * MD5-SHA1, SHA224, SHA256, SHA384, SHA512, SHA512-224, SHA512-256,
+ * SHA3-224, SHA3-256, SHA3-384, SHA3-512, RIPEMD160, SM3, MD4, MD2, MDC2,
+ * and "none", which allows a signature over input that names no digest
+ * (EVP_PKEY_sign() without a digest set). The default allows all of them.
+ *
+ * With "none" a client can wrap any hash in a DigestInfo itself and get it
+ * signed, so a list that should restrict digests leaves it out. The list
+ * does not apply to Ed25519 and Ed448, whose hash is fixed. Returns 1 on
+ * success and 0 for an unknown name or an empty list, with a message in
+ * |err|. */
+KEYCELL_EXPORT int keycell_key_options_set_digests(keycell_key_options *options,
+                                                   const char *digests,
+                                                   char *err, size_t err_len);
+
+/* Bits for keycell_key_options_set_rsa_paddings(). */
+#define KEYCELL_RSA_PADDING_PKCS1 0x1u /* PKCS#1 v1.5 signatures */
+#define KEYCELL_RSA_PADDING_PSS 0x2u   /* RSASSA-PSS signatures */
+
+/* keycell_key_options_set_rsa_paddings limits the paddings of RSA
+ * signatures to |paddings|, a bitwise OR of KEYCELL_RSA_PADDING_PKCS1 and
+ * KEYCELL_RSA_PADDING_PSS; the default allows both. TLS 1.3 signs with PSS
+ * only, while TLS 1.2 clients may ask for either. Other key types ignore
+ * it. Returns 1 on success and 0 if |paddings| is 0 or has other bits set;
+ * to refuse every signature use keycell_key_options_allow_signing(). */
+KEYCELL_EXPORT int keycell_key_options_set_rsa_paddings(
+    keycell_key_options *options, unsigned paddings);
+
 /* Loading keys. */
+
+/* KEYCELL_MAX_KEYS is the maximum number of keys loaded in one cell at once.
+ * Each keycell_load_private_key() adds one, and freeing the last reference
+ * to the EVP_PKEY releases it. */
+#define KEYCELL_MAX_KEYS 4096
 
 /* keycell_load_private_key makes the cell read the private key at |path| and
  * returns an EVP_PKEY for it whose private operations run in the cell, or
@@ -168,7 +219,9 @@ KEYCELL_EXPORT int keycell_key_options_allow_rsa_decryption(
  * PKCS#8 or traditional encrypted PEM with a passphrase from |options|; a
  * PEM that also contains certificates. |options| may be NULL.
  *
- * It may be called from any thread, at any time while the cell runs. */
+ * It may be called from any thread while the cell runs, until
+ * keycell_seal(). It fails when the cell already contains KEYCELL_MAX_KEYS
+ * keys. */
 KEYCELL_EXPORT EVP_PKEY *keycell_load_private_key(
     keycell *cell, const char *path, const keycell_key_options *options,
     char *err, size_t err_len);
@@ -181,6 +234,19 @@ KEYCELL_EXPORT EVP_PKEY *keycell_load_private_key(
 KEYCELL_EXPORT int keycell_use_private_key_file(
     keycell *cell, SSL_CTX *ctx, const char *path,
     const keycell_key_options *options, char *err, size_t err_len);
+
+/* keycell_seal makes the cell reject every later load of a key, from this
+ * process or any other that shares the cell, with a message that the cell
+ * is sealed. The cell then opens no file any more, so a server taken over
+ * later can neither load a key file again with a wider policy, such as RSA
+ * decryption allowed, nor read other files through the cell. Keys already
+ * loaded keep working, and the seal cannot be undone.
+ *
+ * Call it once every key is loaded and before the server handles its
+ * first connection, usually next to keycell_drop_privileges(). Returns 1
+ * on success, also when the cell was already sealed, and 0 on failure with
+ * a message in |err|. */
+KEYCELL_EXPORT int keycell_seal(keycell *cell, char *err, size_t err_len);
 
 /* keycell_is_cell_key returns 1 if |pkey| is a key served by a keycell cell
  * and 0 otherwise. */

@@ -7,6 +7,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
 #include <vector>
 
 #include "cell/key_loader.h"
@@ -19,7 +22,32 @@ using protocol::Frame;
 using protocol::MessageType;
 using protocol::WipingBuffer;
 
+// Returns " for <peer>" for a keycelld connection and "" otherwise.
+std::string PeerSuffix(const ConnectionContext *context) {
+  return context == nullptr ? std::string() : " for " + DescribePeer(*context);
+}
+
 }  // namespace
+
+Result<std::shared_ptr<CellKey>> NewCellKey(UniquePkey pkey,
+                                            protocol::KeyType type,
+                                            const protocol::KeyPolicy &policy,
+                                            const std::string &name) {
+  auto key = std::make_shared<CellKey>();
+  key->type = type;
+  key->policy = policy;
+  key->policy.allow_decrypt =
+      policy.allow_decrypt && type == protocol::KeyType::kRsa;
+  key->name = name;
+  if (!key->policy.allow_sign && !key->policy.allow_decrypt) {
+    return Status(Code::kKeyLoadFailed,
+                  "the key's policy allows no operation: signing is off, "
+                  "and RSA decryption needs an RSA key with decryption "
+                  "allowed");
+  }
+  key->pkey = std::move(pkey);
+  return key;
+}
 
 Status SwitchUser(std::string_view user) {
   std::string name(user);
@@ -89,8 +117,9 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
   auto type = static_cast<MessageType>(request.header.type);
   bool daemon_only =
       type == MessageType::kOpenKey || type == MessageType::kStatus;
-  bool embedded_only =
-      type == MessageType::kLoadKey || type == MessageType::kDropPrivileges;
+  bool embedded_only = type == MessageType::kLoadKey ||
+                       type == MessageType::kDropPrivileges ||
+                       type == MessageType::kSeal;
   if ((catalog_ == nullptr && daemon_only) ||
       (catalog_ != nullptr && embedded_only)) {
     ReplyError(request,
@@ -117,6 +146,8 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
       return HandleReleaseKey(request, out, context);
     case MessageType::kDropPrivileges:
       return HandleDropPrivileges(request, out);
+    case MessageType::kSeal:
+      return HandleSeal(request, out);
     case MessageType::kPing:
       if (!request.payload.empty()) {
         return Reject(request, "a ping carries a payload", out);
@@ -186,6 +217,19 @@ Dispatcher::Outcome Dispatcher::HandleLoadKey(const Frame &request,
   if (!protocol::Decode(request.payload, message)) {
     return Reject(request, "invalid load-key request", out);
   }
+  std::string path(message.path);
+  // Held until the key is stored, so that no load completes after the reply
+  // to a seal.
+  std::shared_lock seal_lock(seal_mutex_);
+  Status rejected = LoadRejection(path);
+  if (!rejected.ok()) {
+    counters_.failures++;
+    if (log_) {
+      log_("key load rejected: " + rejected.message());
+    }
+    ReplyError(request, rejected, out);
+    return Outcome::kReplied;
+  }
   PassphraseSource passphrase;
   passphrase.file = message.passphrase_file;
   passphrase.bytes = message.passphrase;
@@ -199,16 +243,60 @@ Dispatcher::Outcome Dispatcher::HandleLoadKey(const Frame &request,
     ReplyError(request, loaded.status(), out);
     return Outcome::kReplied;
   }
-  auto key = std::make_shared<CellKey>();
-  key->pkey = std::move(loaded->pkey);
-  key->type = loaded->type;
-  key->allow_decrypt = key->type == protocol::KeyType::kRsa &&
-                       (message.flags & protocol::kLoadAllowDecrypt) != 0;
+  Result<std::shared_ptr<CellKey>> key =
+      NewCellKey(std::move(loaded->pkey), loaded->type, message.policy, path);
+  if (!key.ok()) {
+    counters_.failures++;
+    ReplyError(
+        request,
+        Status(key.status().code(), path + ": " + key.status().message()), out);
+    return Outcome::kReplied;
+  }
   protocol::LoadKeyReply reply;
   reply.type = loaded->type;
   reply.public_key = loaded->public_key;
-  reply.key_id = keys_.Add(std::move(key));
+  std::optional<uint32_t> id = keys_.Add(std::move(key.value()));
+  if (!id) {
+    counters_.failures++;
+    ReplyError(request, FullStoreStatus(path), out);
+    return Outcome::kReplied;
+  }
+  reply.key_id = *id;
   protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);
+  return Outcome::kReplied;
+}
+
+Status Dispatcher::LoadRejection(const std::string &path) const {
+  if (sealed_) {
+    return Status(Code::kForbidden,
+                  path +
+                      ": the cell is sealed and loads no more keys; load "
+                      "every key before keycell_seal()");
+  }
+  if (keys_.Full()) {
+    return FullStoreStatus(path);
+  }
+  return Status::Ok();
+}
+
+Status Dispatcher::FullStoreStatus(const std::string &path) {
+  return Status(Code::kKeyLoadFailed,
+                path + ": the cell already holds the maximum of " +
+                    std::to_string(KeyStore::kMaxKeys) +
+                    " keys; free keys that are no longer used first");
+}
+
+Dispatcher::Outcome Dispatcher::HandleSeal(const Frame &request,
+                                           WipingBuffer &out) {
+  protocol::SealRequest message;
+  if (!protocol::Decode(request.payload, message)) {
+    return Reject(request, "a seal request carries a payload", out);
+  }
+  {
+    std::unique_lock lock(seal_mutex_);
+    sealed_ = true;
+  }
+  protocol::AppendEmptyFrame(out, request.header.type, 0, request.header.id);
   return Outcome::kReplied;
 }
 
@@ -232,8 +320,9 @@ Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
   if (!status.ok()) {
     CountFailure(key_counters.get());
     if (log_) {
-      log_("signing with key " + std::to_string(message.key_id) +
-           " failed: " + status.message());
+      log_("signing with key id " + std::to_string(message.key_id) +
+           (status.code() == Code::kForbidden ? " rejected" : " failed") +
+           PeerSuffix(context) + ": " + status.message());
     }
     ReplyError(request, status, out);
     return Outcome::kReplied;
@@ -267,8 +356,8 @@ Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
   if (!status.ok()) {
     CountFailure(key_counters.get());
     if (log_ && status.code() == Code::kForbidden) {
-      log_("decryption with key " + std::to_string(message.key_id) +
-           " rejected: " + status.message());
+      log_("decryption with key id " + std::to_string(message.key_id) +
+           " rejected" + PeerSuffix(context) + ": " + status.message());
     }
     ReplyError(request, status, out);
     return Outcome::kReplied;

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <shared_mutex>
 #include <string>
 
 #include "cell/key_catalog.h"
@@ -69,6 +71,13 @@ class Dispatcher {
                         protocol::WipingBuffer &out);
   Outcome HandleStatus(const protocol::Frame &request,
                        protocol::WipingBuffer &out);
+  Outcome HandleSeal(const protocol::Frame &request,
+                     protocol::WipingBuffer &out);
+  // Returns why a load of |path| is rejected before the file is opened:
+  // the cell is sealed or contains KeyStore::kMaxKeys keys. The caller holds
+  // seal_mutex_.
+  Status LoadRejection(const std::string &path) const;
+  static Status FullStoreStatus(const std::string &path);
   // Finds the key that a sign or decrypt request names. In daemon mode the
   // connection must have opened it and still be allowed to use it, and
   // |counters| receives the key's counters.
@@ -88,7 +97,22 @@ class Dispatcher {
   KeyCatalog *catalog_ = nullptr;  // Set in daemon mode only.
   std::function<void(const std::string &)> log_;
   CellCounters counters_;
+  // A seal takes it exclusively; a load holds it shared from its check of
+  // sealed_ until its key is stored.
+  mutable std::shared_mutex seal_mutex_;
+  bool sealed_ = false;
 };
+
+// Builds the cell's key from a key loaded from a file. |name| names the key
+// in messages. RSA decryption stays off for keys that are not RSA. Fails with
+// Code::kKeyLoadFailed when the policy leaves the key no operation.
+Result<std::shared_ptr<CellKey>> NewCellKey(UniquePkey pkey,
+                                            protocol::KeyType type,
+                                            const protocol::KeyPolicy &policy,
+                                            const std::string &name);
+
+// Describes a keycelld peer for logs: "pid P uid U gid G".
+std::string DescribePeer(const ConnectionContext &peer);
 
 // Switches the process to |user|'s uid, primary group and supplementary
 // groups, and checks that it cannot regain root.

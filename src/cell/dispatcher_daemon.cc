@@ -5,14 +5,11 @@
 #include "cell/dispatcher.h"
 
 namespace kc::cell {
-namespace {
 
 std::string DescribePeer(const ConnectionContext &peer) {
   return "pid " + std::to_string(peer.pid) + " uid " +
          std::to_string(peer.uid) + " gid " + std::to_string(peer.gid);
 }
-
-}  // namespace
 
 Status Dispatcher::FindUsableKey(uint32_t id, ConnectionContext *context,
                                  std::shared_ptr<const CellKey> &key,

@@ -4,11 +4,19 @@
 
 namespace kc::cell {
 
-uint32_t KeyStore::Add(std::shared_ptr<const CellKey> key) {
+std::optional<uint32_t> KeyStore::Add(std::shared_ptr<const CellKey> key) {
   std::unique_lock lock(mutex_);
+  if (keys_.size() >= kMaxKeys) {
+    return std::nullopt;
+  }
   uint32_t id = next_id_++;
   keys_.emplace(id, std::move(key));
   return id;
+}
+
+bool KeyStore::Full() const {
+  std::shared_lock lock(mutex_);
+  return keys_.size() >= kMaxKeys;
 }
 
 std::shared_ptr<const CellKey> KeyStore::Find(uint32_t id) const {

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
+#include <string>
 
 #include "cell/key_loader.h"
 
@@ -14,13 +16,22 @@ namespace kc::cell {
 struct CellKey {
   UniquePkey pkey;
   protocol::KeyType type = protocol::KeyType::kRsa;
-  bool allow_decrypt = false;
+  protocol::KeyPolicy policy;
+  // Names the key in messages: its path in the embedded cell, its
+  // configured name in keycelld.
+  std::string name;
 };
 
 class KeyStore {
  public:
-  // Adds |key| and returns its id. Ids are never reused.
-  uint32_t Add(std::shared_ptr<const CellKey> key);
+  // The maximum number of keys in a store at once.
+  static constexpr size_t kMaxKeys = 4096;
+
+  // Adds |key| and returns its id, or nothing when the store already
+  // contains kMaxKeys keys. Ids are never reused.
+  std::optional<uint32_t> Add(std::shared_ptr<const CellKey> key);
+  // True when the store contains kMaxKeys keys.
+  bool Full() const;
   // Returns the key with |id|, or nullptr. The key stays valid for as long
   // as the caller keeps the pointer, even if it is removed meanwhile.
   std::shared_ptr<const CellKey> Find(uint32_t id) const;

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "protocol/key_policy.h"
+
 namespace kc::cell {
 namespace {
 
@@ -84,8 +86,67 @@ class SignatureParams {
   OSSL_PARAM params_[6];
 };
 
-Status CheckSignRequest(const CellKey &key,
-                        const protocol::SignRequest &request) {
+Status PolicyRejects(const CellKey &key, const std::string &operation) {
+  return Status(Code::kForbidden,
+                "key '" + key.name + "' does not allow " + operation);
+}
+
+// Returns true if |bit|, the DigestBitOf a digest name, is in |digests|. A
+// digest outside the table (bit 0) passes only the default list, which
+// leaves it to OpenSSL to reject as before.
+bool DigestAllowed(uint32_t digests, uint32_t bit) {
+  return bit == 0 ? digests == protocol::kAllDigests : (digests & bit) != 0;
+}
+
+// Returns the policy table's name of a digest, such as SHA384 for a request
+// that names SHA2-384, or the name as sent when it is not in the table.
+std::string DisplayName(std::string_view name, uint32_t bit) {
+  const char *table_name = protocol::DigestName(bit);
+  return table_name != nullptr ? table_name : std::string(name);
+}
+
+// Checks |request| against the digests and paddings of the key's policy.
+// EdDSA hashes with its own fixed digest, so neither list applies to it.
+Status CheckSignPolicy(const CellKey &key,
+                       const protocol::SignRequest &request) {
+  const protocol::KeyPolicy &policy = key.policy;
+  if (!policy.allow_sign) {
+    return PolicyRejects(key, "signing");
+  }
+  if (key.type == KeyType::kEd25519 || key.type == KeyType::kEd448) {
+    return Status::Ok();
+  }
+  bool pss = request.padding == protocol::kPaddingPss;
+  if (key.type == KeyType::kRsa) {
+    uint8_t padding_bit =
+        pss ? protocol::kSignPaddingPss : protocol::kSignPaddingPkcs1;
+    if ((policy.rsa_sign_paddings & padding_bit) == 0) {
+      return PolicyRejects(key, std::string("signing with ") +
+                                    protocol::SignPaddingName(request.padding) +
+                                    " padding");
+    }
+  }
+  uint32_t digest_bit = protocol::DigestBitOf(request.digest, kCellProperties);
+  if (!DigestAllowed(policy.digests, digest_bit)) {
+    if (request.digest.empty()) {
+      return PolicyRejects(key, "signing without a digest");
+    }
+    return PolicyRejects(
+        key, "signing with digest " + DisplayName(request.digest, digest_bit));
+  }
+  if (pss && !request.mgf1_digest.empty()) {
+    uint32_t mgf1_bit =
+        protocol::DigestBitOf(request.mgf1_digest, kCellProperties);
+    if (!DigestAllowed(policy.digests, mgf1_bit)) {
+      return PolicyRejects(key, "signing with MGF1 digest " +
+                                    DisplayName(request.mgf1_digest, mgf1_bit));
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckSignShape(const CellKey &key,
+                      const protocol::SignRequest &request) {
   switch (key.type) {
     case KeyType::kRsa:
       if (request.padding != protocol::kPaddingNone &&
@@ -114,6 +175,17 @@ Status CheckSignRequest(const CellKey &key,
       return Status::Ok();
   }
   return Status(Code::kInternal, "unknown key type");
+}
+
+// Checks that |request| is well formed for the key type, then that the
+// key's policy allows it.
+Status CheckSignRequest(const CellKey &key,
+                        const protocol::SignRequest &request) {
+  Status valid = CheckSignShape(key, request);
+  if (!valid.ok()) {
+    return valid;
+  }
+  return CheckSignPolicy(key, request);
 }
 
 Status SignEdDsa(const CellKey &key, const protocol::SignRequest &request,
@@ -199,9 +271,8 @@ Status Decrypt(const CellKey &key, const protocol::DecryptRequest &request,
   if (key.type != KeyType::kRsa) {
     return Status(Code::kBadRequest, "only RSA keys decrypt");
   }
-  if (!key.allow_decrypt) {
-    return Status(Code::kForbidden,
-                  "RSA decryption is not enabled for this key");
+  if (!key.policy.allow_decrypt) {
+    return PolicyRejects(key, "RSA decryption");
   }
   int padding = request.padding;
   if (padding != protocol::kPaddingPkcs1 && padding != protocol::kPaddingOaep &&

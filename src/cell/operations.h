@@ -12,13 +12,15 @@
 namespace kc::cell {
 
 // Signs |request.input| with |key| and appends the signature to |out|.
-// Every RSA signature is verified with the public key before it is
-// returned, so a fault during signing cannot leak the key.
+// Fails with Code::kForbidden, naming the key and the rejected value, when
+// the key's policy does not allow signing, the digest, the MGF1 digest or
+// the RSA padding. Every RSA signature is verified with the public key before
+// it is returned, so a fault during signing cannot leak the key.
 Status Sign(const CellKey &key, const protocol::SignRequest &request,
             std::vector<uint8_t> &out);
 
 // Decrypts |request.ciphertext| with |key| into |out|. Fails with
-// Code::kForbidden unless the key was loaded with decryption allowed.
+// Code::kForbidden unless the key's policy allows RSA decryption.
 Status Decrypt(const CellKey &key, const protocol::DecryptRequest &request,
                protocol::WipingBuffer &out);
 

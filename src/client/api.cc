@@ -17,6 +17,7 @@
 
 #include "client/cell_client.h"
 #include "keycell/keycell.h"
+#include "protocol/key_policy.h"
 #include "provider/key.h"
 #include "provider/provider.h"
 
@@ -46,7 +47,7 @@ struct keycell_key_options {
   pem_password_cb *passphrase_callback = nullptr;
   void *passphrase_userdata = nullptr;
   std::string passphrase_file;
-  bool allow_rsa_decryption = false;
+  protocol::KeyPolicy policy;
 };
 
 namespace {
@@ -106,8 +107,7 @@ Result<EVP_PKEY *> LoadKey(keycell *cell, const char *path,
   protocol::LoadKeyRequest request;
   request.path = absolute_path;
   request.passphrase_file = passphrase_file;
-  request.flags =
-      options->allow_rsa_decryption ? protocol::kLoadAllowDecrypt : 0;
+  request.policy = options->policy;
 
   client::Reply reply;
   Status status =
@@ -283,6 +283,21 @@ int keycell_drop_privileges(keycell *cell, const char *user, char *err,
   return 1;
 }
 
+int keycell_seal(keycell *cell, char *err, size_t err_len) {
+  if (cell == nullptr) {
+    WriteError(err, err_len, "keycell_seal: the cell is required");
+    return 0;
+  }
+  client::Reply reply;
+  Status status = cell->cell->Call(protocol::MessageType::kSeal,
+                                   protocol::SealRequest{}, reply);
+  if (!status.ok()) {
+    WriteError(err, err_len, "keycell_seal: " + status.message());
+    return 0;
+  }
+  return 1;
+}
+
 keycell_key_options *keycell_key_options_new(void) {
   return new (std::nothrow) keycell_key_options;
 }
@@ -316,7 +331,46 @@ int keycell_key_options_allow_rsa_decryption(keycell_key_options *options,
   if (options == nullptr) {
     return 0;
   }
-  options->allow_rsa_decryption = allow != 0;
+  options->policy.allow_decrypt = allow != 0;
+  return 1;
+}
+
+int keycell_key_options_allow_signing(keycell_key_options *options, int allow) {
+  if (options == nullptr) {
+    return 0;
+  }
+  options->policy.allow_sign = allow != 0;
+  return 1;
+}
+
+int keycell_key_options_set_digests(keycell_key_options *options,
+                                    const char *digests, char *err,
+                                    size_t err_len) {
+  if (options == nullptr || digests == nullptr) {
+    WriteError(err, err_len,
+               "keycell_key_options_set_digests: the options and a digest "
+               "list are required");
+    return 0;
+  }
+  Result<uint32_t> parsed = protocol::ParseDigestList(digests, ": ");
+  if (!parsed.ok()) {
+    WriteError(err, err_len,
+               "keycell_key_options_set_digests: " + parsed.status().message());
+    return 0;
+  }
+  options->policy.digests = parsed.value();
+  return 1;
+}
+
+int keycell_key_options_set_rsa_paddings(keycell_key_options *options,
+                                         unsigned paddings) {
+  static_assert(KEYCELL_RSA_PADDING_PKCS1 == protocol::kSignPaddingPkcs1 &&
+                KEYCELL_RSA_PADDING_PSS == protocol::kSignPaddingPss);
+  if (options == nullptr || paddings == 0 ||
+      (paddings & ~unsigned{protocol::kAllSignPaddings}) != 0) {
+    return 0;
+  }
+  options->policy.rsa_sign_paddings = static_cast<uint8_t>(paddings);
   return 1;
 }
 

@@ -8,9 +8,11 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
+#include "protocol/key_policy.h"
 #include "protocol/reference.h"
 
 namespace kc::daemon {
@@ -19,6 +21,18 @@ namespace {
 constexpr unsigned kMaxWorkers = 256;
 // The maximum size of a configuration file, in bytes.
 constexpr size_t kMaxConfigSize = 1024 * 1024;
+
+bool IsKeyDirective(const std::string &directive) {
+  return directive == "file" || directive == "passphrase_file" ||
+         directive == "allow_users" || directive == "allow_groups" ||
+         directive == "allow_rsa_decryption" || directive == "allow_signing" ||
+         directive == "allow_digests" || directive == "allow_rsa_paddings";
+}
+
+bool TakesList(const std::string &directive) {
+  return directive == "allow_users" || directive == "allow_groups" ||
+         directive == "allow_digests" || directive == "allow_rsa_paddings";
+}
 
 class Parser {
  public:
@@ -34,6 +48,7 @@ class Parser {
   Status ParseLine(int line, const std::vector<std::string> &words);
   Status ParseGlobal(int line, const std::vector<std::string> &words);
   Status ParseKeyDirective(int line, const std::vector<std::string> &words);
+  Status ParsePolicyDirective(int line, const std::vector<std::string> &words);
   Status FinishKey(int line);
   Status CheckOnce(int line, const std::string &directive,
                    std::set<std::string> &seen);
@@ -44,6 +59,8 @@ class Parser {
   KeyConfig key_;
   std::set<std::string> global_seen_;
   std::set<std::string> key_seen_;
+  // The lines of the key block's allow_digests and allow_rsa_paddings.
+  std::map<std::string, int> signing_option_lines_;
   std::set<std::string> key_names_;
 };
 
@@ -159,6 +176,7 @@ Status Parser::ParseLine(int line, const std::vector<std::string> &words) {
     key_.name = words[1];
     key_.line = line;
     key_seen_.clear();
+    signing_option_lines_.clear();
     return Status::Ok();
   }
   return in_key_ ? ParseKeyDirective(line, words) : ParseGlobal(line, words);
@@ -170,13 +188,10 @@ Status Parser::ParseGlobal(int line, const std::vector<std::string> &words) {
                directive == "socket_group" || directive == "user" ||
                directive == "workers";
   if (!known) {
-    bool key_directive =
-        directive == "file" || directive == "passphrase_file" ||
-        directive == "allow_users" || directive == "allow_groups" ||
-        directive == "allow_rsa_decryption";
-    return Error(line,
-                 "unknown directive \"" + directive + "\"" +
-                     (key_directive ? "; it belongs in a key block" : ""));
+    return Error(
+        line,
+        "unknown directive \"" + directive + "\"" +
+            (IsKeyDirective(directive) ? "; it belongs in a key block" : ""));
   }
   if (words.size() != 2) {
     return Error(line, "\"" + directive + "\" takes exactly one value");
@@ -237,10 +252,7 @@ Status Parser::ParseGlobal(int line, const std::vector<std::string> &words) {
 Status Parser::ParseKeyDirective(int line,
                                  const std::vector<std::string> &words) {
   const std::string &directive = words[0];
-  bool known = directive == "file" || directive == "passphrase_file" ||
-               directive == "allow_users" || directive == "allow_groups" ||
-               directive == "allow_rsa_decryption";
-  if (!known) {
+  if (!IsKeyDirective(directive)) {
     return Error(line, "unknown directive \"" + directive +
                            "\" in the block of key '" + key_.name + "'");
   }
@@ -248,7 +260,7 @@ Status Parser::ParseKeyDirective(int line,
   if (!once.ok()) {
     return once;
   }
-  bool takes_list = directive == "allow_users" || directive == "allow_groups";
+  bool takes_list = TakesList(directive);
   if (takes_list ? words.size() < 2 : words.size() != 2) {
     return Error(line,
                  "\"" + directive + "\" takes " +
@@ -276,12 +288,53 @@ Status Parser::ParseKeyDirective(int line,
       key_.allow_groups.push_back(group->gr_gid);
     }
   } else {
-    if (words[1] != "yes" && words[1] != "no") {
-      return Error(line, "invalid allow_rsa_decryption '" + words[1] +
-                             "': expected yes or no");
-    }
-    key_.allow_rsa_decryption = words[1] == "yes";
+    return ParsePolicyDirective(line, words);
   }
+  return Status::Ok();
+}
+
+Status Parser::ParsePolicyDirective(int line,
+                                    const std::vector<std::string> &words) {
+  const std::string &directive = words[0];
+  if (directive == "allow_digests" || directive == "allow_rsa_paddings") {
+    signing_option_lines_[directive] = line;
+  }
+  if (directive == "allow_digests") {
+    std::string list;
+    for (size_t i = 1; i < words.size(); ++i) {
+      list += words[i] + " ";
+    }
+    Result<uint32_t> digests = protocol::ParseDigestList(list, " ");
+    if (!digests.ok()) {
+      return Error(line,
+                   "invalid allow_digests: " + digests.status().message());
+    }
+    key_.policy.digests = digests.value();
+    return Status::Ok();
+  }
+  if (directive == "allow_rsa_paddings") {
+    uint8_t paddings = 0;
+    for (size_t i = 1; i < words.size(); ++i) {
+      if (words[i] == "pkcs1") {
+        paddings |= protocol::kSignPaddingPkcs1;
+      } else if (words[i] == "pss") {
+        paddings |= protocol::kSignPaddingPss;
+      } else {
+        return Error(line, "invalid allow_rsa_paddings '" + words[i] +
+                               "': expected pkcs1, pss or both");
+      }
+    }
+    key_.policy.rsa_sign_paddings = paddings;
+    return Status::Ok();
+  }
+  // allow_signing and allow_rsa_decryption.
+  if (words[1] != "yes" && words[1] != "no") {
+    return Error(line, "invalid " + directive + " '" + words[1] +
+                           "': expected yes or no");
+  }
+  (directive == "allow_signing" ? key_.policy.allow_sign
+                                : key_.policy.allow_decrypt) =
+      words[1] == "yes";
   return Status::Ok();
 }
 
@@ -290,6 +343,22 @@ Status Parser::FinishKey(int line) {
   if (key_.file.empty()) {
     return Error(
         line, "the block of key '" + key_.name + "' has no \"file\" directive");
+  }
+  if (!key_.policy.allow_sign) {
+    if (!key_.policy.allow_decrypt) {
+      return Error(line, "the block of key '" + key_.name +
+                             "' allows neither signing nor RSA decryption, "
+                             "so no client could use it");
+    }
+    if (!signing_option_lines_.empty()) {
+      const auto &[directive, directive_line] = *signing_option_lines_.begin();
+      return Error(directive_line,
+                   "\"" + directive +
+                       "\" applies to signing, but the block of key '" +
+                       key_.name +
+                       "' turns signing off with "
+                       "\"allow_signing no\"");
+    }
   }
   if (key_.allow_users.empty() && key_.allow_groups.empty()) {
     return Error(line, "the block of key '" + key_.name +

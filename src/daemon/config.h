@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "protocol/messages.h"
 
 namespace kc::daemon {
 
@@ -19,7 +20,9 @@ struct KeyConfig {
   std::string passphrase_file;  // Empty: none.
   std::vector<uid_t> allow_users;
   std::vector<gid_t> allow_groups;
-  bool allow_rsa_decryption = false;
+  // What the key serves: from allow_signing, allow_digests,
+  // allow_rsa_paddings and allow_rsa_decryption.
+  protocol::KeyPolicy policy;
 };
 
 struct DaemonConfig {

@@ -374,14 +374,20 @@ Result<std::vector<cell::CatalogKey>> LoadKeys(const DaemonConfig &config) {
                 "' failed to load: " + loaded.status().message();
       continue;
     }
-    auto key = std::make_shared<cell::CellKey>();
-    key->pkey = std::move(loaded->pkey);
-    key->type = loaded->type;
-    key->allow_decrypt =
-        key->type == protocol::KeyType::kRsa && key_config.allow_rsa_decryption;
+    Result<std::shared_ptr<cell::CellKey>> key =
+        cell::NewCellKey(std::move(loaded->pkey), loaded->type,
+                         key_config.policy, key_config.name);
+    if (!key.ok()) {
+      if (!errors.empty()) {
+        errors += "\n";
+      }
+      errors += config.path + ":" + std::to_string(key_config.line) +
+                ": key '" + key_config.name + "': " + key.status().message();
+      continue;
+    }
     cell::CatalogKey entry;
     entry.name = key_config.name;
-    entry.key = std::move(key);
+    entry.key = std::move(key.value());
     entry.fingerprint = Fingerprint(loaded->public_key);
     entry.public_key = std::move(loaded->public_key);
     entry.allow_users = key_config.allow_users;

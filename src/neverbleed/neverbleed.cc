@@ -266,7 +266,7 @@ Result<EVP_PKEY *> LoadKey(keycell_neverbleed_state &state, const char *path) {
   std::string absolute_path = AbsolutePath(path);
   protocol::LoadKeyRequest request;
   request.path = absolute_path;
-  request.flags = protocol::kLoadAllowDecrypt;
+  request.policy.allow_decrypt = true;
   client::Reply reply;
   Status status =
       Transact(*state.cell, protocol::MessageType::kLoadKey, request, reply);

@@ -29,7 +29,11 @@ void Encode(Writer &out, const LoadKeyRequest &message) {
   out.String(message.passphrase_file);
   out.U8(message.has_passphrase ? 1 : 0);
   out.Bytes(message.passphrase);
-  out.U32(message.flags);
+  uint32_t flags = (message.policy.allow_decrypt ? kLoadAllowDecrypt : 0) |
+                   (message.policy.allow_sign ? kLoadAllowSign : 0);
+  out.U32(flags);
+  out.U32(message.policy.digests);
+  out.U8(message.policy.rsa_sign_paddings);
 }
 
 bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message) {
@@ -38,13 +42,19 @@ bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message) {
   message.passphrase_file = reader.String();
   uint8_t has_passphrase = reader.U8();
   message.passphrase = reader.Bytes();
-  message.flags = reader.U32();
+  uint32_t flags = reader.U32();
+  message.policy.digests = reader.U32();
+  message.policy.rsa_sign_paddings = reader.U8();
   message.has_passphrase = has_passphrase == 1;
+  message.policy.allow_decrypt = (flags & kLoadAllowDecrypt) != 0;
+  message.policy.allow_sign = (flags & kLoadAllowSign) != 0;
   return reader.Finished() && has_passphrase <= 1 &&
          ValidString(message.path) && !message.path.empty() &&
          ValidString(message.passphrase_file) &&
          message.passphrase.size() <= kMaxStringLength &&
-         (message.flags & ~kLoadAllowDecrypt) == 0;
+         (flags & ~(kLoadAllowDecrypt | kLoadAllowSign)) == 0 &&
+         (message.policy.digests & ~kAllDigests) == 0 &&
+         (message.policy.rsa_sign_paddings & ~kAllSignPaddings) == 0;
 }
 
 void Encode(Writer &out, const LoadKeyReply &message) {
@@ -211,6 +221,12 @@ bool Decode(std::span<const uint8_t> in, StatusReply &message) {
     message.keys.push_back(key);
   }
   return reader.Finished();
+}
+
+void Encode(Writer &, const SealRequest &) {}
+
+bool Decode(std::span<const uint8_t> in, SealRequest &) {
+  return in.empty();
 }
 
 void Encode(Writer &out, const ErrorReply &message) {

@@ -21,6 +21,7 @@ enum class MessageType : uint8_t {
   kPing = 6,
   kOpenKey = 7,  // keycelld only.
   kStatus = 8,   // keycelld only.
+  kSeal = 9,     // Embedded cell only.
 };
 
 enum class KeyType : uint8_t {
@@ -41,8 +42,32 @@ inline constexpr uint8_t kPaddingOaep = 4;
 inline constexpr uint8_t kPaddingPss = 6;
 inline constexpr uint8_t kPaddingPkcs1Tls = 7;  // TLS 1.2 RSA key exchange.
 
-// Flags of a LoadKeyRequest.
+// Flags of a LoadKeyRequest on the wire.
 inline constexpr uint32_t kLoadAllowDecrypt = 1u << 0;
+inline constexpr uint32_t kLoadAllowSign = 1u << 1;
+
+// Bits of KeyPolicy::rsa_sign_paddings.
+inline constexpr uint8_t kSignPaddingPkcs1 = 1u << 0;
+inline constexpr uint8_t kSignPaddingPss = 1u << 1;
+inline constexpr uint8_t kAllSignPaddings = kSignPaddingPkcs1 | kSignPaddingPss;
+
+// Bits of KeyPolicy::digests: one per entry of the digest table in
+// protocol/key_policy.cc. kDigestNone allows a sign request that names no
+// digest, whose input is signed as it is.
+inline constexpr unsigned kDigestCount = 19;
+inline constexpr uint32_t kDigestNone = 1u << 0;
+inline constexpr uint32_t kAllDigests = (1u << kDigestCount) - 1;
+
+// The operations the cell may perform with one key. The defaults are the
+// policy of a key loaded without options: signing with every digest and
+// padding, and no RSA decryption.
+struct KeyPolicy {
+  bool allow_sign = true;
+  bool allow_decrypt = false;  // Applies to RSA keys only.
+  uint32_t digests = kAllDigests;
+  // Paddings of RSA signatures. Other key types ignore them.
+  uint8_t rsa_sign_paddings = kAllSignPaddings;
+};
 
 // The maximum length of a path, digest name or user name in a message.
 inline constexpr size_t kMaxStringLength = 4096;
@@ -52,7 +77,7 @@ struct LoadKeyRequest {
   std::string_view passphrase_file;  // Empty: none.
   std::span<const uint8_t> passphrase;
   bool has_passphrase = false;
-  uint32_t flags = 0;
+  KeyPolicy policy;
 };
 
 struct LoadKeyReply {
@@ -124,6 +149,10 @@ struct StatusReply {
   std::vector<KeyStatus> keys;
 };
 
+// Makes the embedded cell reject every later load-key request. The payload
+// is empty.
+struct SealRequest {};
+
 // The payload of every reply whose status is not zero.
 struct ErrorReply {
   std::string_view message;
@@ -140,6 +169,7 @@ void Encode(Writer &out, const DropPrivilegesRequest &message);
 void Encode(Writer &out, const OpenKeyRequest &message);
 void Encode(Writer &out, const OpenKeyReply &message);
 void Encode(Writer &out, const StatusReply &message);
+void Encode(Writer &out, const SealRequest &message);
 void Encode(Writer &out, const ErrorReply &message);
 
 // Each Decode returns false unless |in| is exactly one valid message.
@@ -154,6 +184,7 @@ bool Decode(std::span<const uint8_t> in, DropPrivilegesRequest &message);
 bool Decode(std::span<const uint8_t> in, OpenKeyRequest &message);
 bool Decode(std::span<const uint8_t> in, OpenKeyReply &message);
 bool Decode(std::span<const uint8_t> in, StatusReply &message);
+bool Decode(std::span<const uint8_t> in, SealRequest &message);
 bool Decode(std::span<const uint8_t> in, ErrorReply &message);
 
 }  // namespace kc::protocol
