@@ -561,6 +561,26 @@ TEST(DaemonKeycelld, EnforcesKeyPolicy) {
   EXPECT_NE(log.find("key 'decrypt-only' does not allow signing"),
             std::string::npos)
       << log;
+
+  // keycell status shows each key's policy.
+  Result<std::vector<uint8_t>> reply =
+      client->Call(MessageType::kStatus, std::span<const uint8_t>());
+  ASSERT_TRUE(reply.ok()) << reply.status().message();
+  protocol::StatusReply status;
+  ASSERT_TRUE(protocol::Decode(*reply, status));
+  ASSERT_EQ(status.keys.size(), 2u);
+  EXPECT_FALSE(status.keys[0].policy.allow_sign);
+  EXPECT_TRUE(status.keys[0].policy.allow_decrypt);
+  EXPECT_EQ(status.keys[1].policy.rsa_sign_paddings, protocol::kSignPaddingPss);
+  std::string output;
+  EXPECT_EQ(RunCommand(std::string(KEYCELL_CLI_PATH) + " status --socket " +
+                           daemon.socket(),
+                       output),
+            0);
+  EXPECT_NE(output.find("  decrypt\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("  sign digests=SHA256 paddings=pss\n"),
+            std::string::npos)
+      << output;
   EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
 }
 

@@ -108,6 +108,7 @@ Dispatcher::Outcome Dispatcher::HandleStatus(const protocol::Frame &request,
     status.signatures = entry->counters->signatures.load();
     status.decryptions = entry->counters->decryptions.load();
     status.failures = entry->counters->failures.load();
+    status.policy = entry->key->policy;
     reply.keys.push_back(status);
   }
   protocol::AppendFrame(out, request.header.type, 0, request.header.id, reply);

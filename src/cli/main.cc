@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "cli/daemon_client.h"
+#include "protocol/key_policy.h"
 #include "protocol/reference.h"
 
 namespace {
@@ -120,6 +122,33 @@ int Ping(const std::string &socket_path) {
   return 0;
 }
 
+// Describes a key's policy in a few words, such as "sign digests=SHA256
+// paddings=pss decrypt". Lists that allow everything are left out.
+std::string DescribePolicy(const protocol::KeyStatus &key) {
+  const protocol::KeyPolicy &policy = key.policy;
+  std::string text;
+  if (policy.allow_sign) {
+    text = "sign";
+    bool eddsa = key.type == protocol::KeyType::kEd25519 ||
+                 key.type == protocol::KeyType::kEd448;
+    if (!eddsa && policy.digests != protocol::kAllDigests) {
+      std::string names = protocol::DigestListNames(policy.digests);
+      std::replace(names.begin(), names.end(), ' ', ',');
+      text += " digests=" + names;
+    }
+    if (key.type == protocol::KeyType::kRsa &&
+        policy.rsa_sign_paddings != protocol::kAllSignPaddings) {
+      text += policy.rsa_sign_paddings == protocol::kSignPaddingPss
+                  ? " paddings=pss"
+                  : " paddings=pkcs1";
+    }
+  }
+  if (policy.allow_decrypt) {
+    text += text.empty() ? "decrypt" : " decrypt";
+  }
+  return text;
+}
+
 int PrintStatus(const std::string &socket_path) {
   Result<DaemonClient> client = DaemonClient::Connect(socket_path);
   if (!client.ok()) {
@@ -134,17 +163,18 @@ int PrintStatus(const std::string &socket_path) {
   if (!protocol::Decode(*reply, status)) {
     return Fail("keycelld sent an invalid status reply");
   }
-  std::printf("%-24s %-8s %12s %12s %10s  %s\n", "KEY", "TYPE", "SIGNATURES",
-              "DECRYPTIONS", "FAILURES", "FINGERPRINT (SHA-256 of the SPKI)");
+  std::printf("%-24s %-8s %12s %12s %10s  %-64s  %s\n", "KEY", "TYPE",
+              "SIGNATURES", "DECRYPTIONS", "FAILURES",
+              "FINGERPRINT (SHA-256 of the SPKI)", "POLICY");
   for (const protocol::KeyStatus &key : status.keys) {
     std::string name(key.name);
     std::string fingerprint(key.fingerprint);
-    std::printf("%-24s %-8s %12llu %12llu %10llu  %s\n", name.c_str(),
+    std::printf("%-24s %-8s %12llu %12llu %10llu  %-64s  %s\n", name.c_str(),
                 protocol::KeyTypeName(key.type),
                 static_cast<unsigned long long>(key.signatures),
                 static_cast<unsigned long long>(key.decryptions),
                 static_cast<unsigned long long>(key.failures),
-                fingerprint.c_str());
+                fingerprint.c_str(), DescribePolicy(key).c_str());
   }
   return 0;
 }

@@ -8,6 +8,29 @@ bool ValidString(std::string_view value) {
          value.find('\0') == std::string_view::npos;
 }
 
+// The encoded size of a KeyPolicy: flags, digests and paddings.
+constexpr size_t kPolicySize = 4 + 4 + 1;
+
+void EncodePolicy(Writer &out, const KeyPolicy &policy) {
+  uint32_t flags = (policy.allow_decrypt ? kLoadAllowDecrypt : 0) |
+                   (policy.allow_sign ? kLoadAllowSign : 0);
+  out.U32(flags);
+  out.U32(policy.digests);
+  out.U8(policy.rsa_sign_paddings);
+}
+
+// Reads a policy and returns false if it sets an unknown bit.
+bool DecodePolicy(Reader &reader, KeyPolicy &policy) {
+  uint32_t flags = reader.U32();
+  policy.digests = reader.U32();
+  policy.rsa_sign_paddings = reader.U8();
+  policy.allow_decrypt = (flags & kLoadAllowDecrypt) != 0;
+  policy.allow_sign = (flags & kLoadAllowSign) != 0;
+  return (flags & ~(kLoadAllowDecrypt | kLoadAllowSign)) == 0 &&
+         (policy.digests & ~kAllDigests) == 0 &&
+         (policy.rsa_sign_paddings & ~kAllSignPaddings) == 0;
+}
+
 }  // namespace
 
 const char *KeyTypeName(KeyType type) {
@@ -29,11 +52,7 @@ void Encode(Writer &out, const LoadKeyRequest &message) {
   out.String(message.passphrase_file);
   out.U8(message.has_passphrase ? 1 : 0);
   out.Bytes(message.passphrase);
-  uint32_t flags = (message.policy.allow_decrypt ? kLoadAllowDecrypt : 0) |
-                   (message.policy.allow_sign ? kLoadAllowSign : 0);
-  out.U32(flags);
-  out.U32(message.policy.digests);
-  out.U8(message.policy.rsa_sign_paddings);
+  EncodePolicy(out, message.policy);
 }
 
 bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message) {
@@ -42,19 +61,12 @@ bool Decode(std::span<const uint8_t> in, LoadKeyRequest &message) {
   message.passphrase_file = reader.String();
   uint8_t has_passphrase = reader.U8();
   message.passphrase = reader.Bytes();
-  uint32_t flags = reader.U32();
-  message.policy.digests = reader.U32();
-  message.policy.rsa_sign_paddings = reader.U8();
+  bool valid_policy = DecodePolicy(reader, message.policy);
   message.has_passphrase = has_passphrase == 1;
-  message.policy.allow_decrypt = (flags & kLoadAllowDecrypt) != 0;
-  message.policy.allow_sign = (flags & kLoadAllowSign) != 0;
-  return reader.Finished() && has_passphrase <= 1 &&
+  return reader.Finished() && valid_policy && has_passphrase <= 1 &&
          ValidString(message.path) && !message.path.empty() &&
          ValidString(message.passphrase_file) &&
-         message.passphrase.size() <= kMaxStringLength &&
-         (flags & ~(kLoadAllowDecrypt | kLoadAllowSign)) == 0 &&
-         (message.policy.digests & ~kAllDigests) == 0 &&
-         (message.policy.rsa_sign_paddings & ~kAllSignPaddings) == 0;
+         message.passphrase.size() <= kMaxStringLength;
 }
 
 void Encode(Writer &out, const LoadKeyReply &message) {
@@ -193,12 +205,14 @@ void Encode(Writer &out, const StatusReply &message) {
     out.U64(key.signatures);
     out.U64(key.decryptions);
     out.U64(key.failures);
+    EncodePolicy(out, key.policy);
   }
 }
 
 bool Decode(std::span<const uint8_t> in, StatusReply &message) {
-  // The smallest entry: two empty strings, a type byte and three counters.
-  constexpr size_t kMinEntrySize = 2 + 1 + 2 + 3 * 8;
+  // The smallest entry: two empty strings, a type byte, three counters and
+  // a policy.
+  constexpr size_t kMinEntrySize = 2 + 1 + 2 + 3 * 8 + kPolicySize;
   Reader reader(in);
   uint32_t count = reader.U32();
   if (!reader.ok() || count > reader.remaining() / kMinEntrySize) {
@@ -214,7 +228,8 @@ bool Decode(std::span<const uint8_t> in, StatusReply &message) {
     key.signatures = reader.U64();
     key.decryptions = reader.U64();
     key.failures = reader.U64();
-    if (!reader.ok() || KeyTypeName(key.type) == nullptr ||
+    bool valid_policy = DecodePolicy(reader, key.policy);
+    if (!reader.ok() || !valid_policy || KeyTypeName(key.type) == nullptr ||
         !ValidString(key.name) || !ValidString(key.fingerprint)) {
       return false;
     }

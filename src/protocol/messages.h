@@ -42,7 +42,7 @@ inline constexpr uint8_t kPaddingOaep = 4;
 inline constexpr uint8_t kPaddingPss = 6;
 inline constexpr uint8_t kPaddingPkcs1Tls = 7;  // TLS 1.2 RSA key exchange.
 
-// Flags of a LoadKeyRequest on the wire.
+// Flags of an encoded KeyPolicy.
 inline constexpr uint32_t kLoadAllowDecrypt = 1u << 0;
 inline constexpr uint32_t kLoadAllowSign = 1u << 1;
 
@@ -142,6 +142,7 @@ struct KeyStatus {
   uint64_t signatures = 0;
   uint64_t decryptions = 0;
   uint64_t failures = 0;
+  KeyPolicy policy;
 };
 
 // The reply to a status request, whose payload is empty.
