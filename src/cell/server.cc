@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "cell/size_prefixed.h"
+
 namespace kc::cell {
 namespace {
 
@@ -383,50 +385,18 @@ void Server::RunTask(Task &task) {
 
 bool Server::HandleSizePrefixed(Connection &connection) {
   for (;;) {
-    std::span<const uint8_t> input = connection.input.span();
-    if (input.size() < sizeof(size_t)) {
-      return true;
-    }
-    size_t declared;
-    std::memcpy(&declared, input.data(), sizeof(declared));
     protocol::WipingBuffer reply;
-    bool keep = true;
-    if (declared > protocol::kHeaderSize + protocol::kMaxPayload) {
-      dispatcher_.RejectOversized(reply);
-      keep = false;
-    } else if (input.size() - sizeof(size_t) < declared) {
+    size_t consumed = 0;
+    PrefixedStep step =
+        HandleSizePrefixedRequest(dispatcher_, connection.input.span(),
+                                  connection.context.get(), reply, consumed);
+    if (step == PrefixedStep::kNeedMore) {
       return true;
-    } else {
-      protocol::Frame frame;
-      protocol::SplitResult split =
-          protocol::SplitFrame(input.subspan(sizeof(size_t), declared), frame);
-      if (split != protocol::SplitResult::kFrame || frame.size() != declared) {
-        dispatcher_.RejectSizePrefix(
-            "the size prefix " + std::to_string(declared) +
-                " disagrees with the length in the frame header",
-            reply);
-        keep = false;
-      } else {
-        if (dispatcher_.Handle(frame, reply, connection.context.get()) ==
-            Dispatcher::Outcome::kClose) {
-          keep = false;
-        } else if (frame.header.type ==
-                   static_cast<uint8_t>(protocol::MessageType::kReleaseKey)) {
-          // neverbleed sends key releases without reading a reply.
-          reply.Clear();
-        }
-        connection.input.Consume(sizeof(size_t) + declared);
-      }
     }
-    protocol::WipingBuffer prefixed;
-    if (reply.size() != 0) {
-      size_t reply_size = reply.size();
-      prefixed.Append(&reply_size, sizeof(reply_size));
-      prefixed.Append(reply.data(), reply.size());
-    }
+    connection.input.Consume(consumed);
     std::lock_guard lock(connection.mutex);
-    SendLocked(connection, prefixed);
-    if (!keep || connection.closed) {
+    SendLocked(connection, reply);
+    if (step == PrefixedStep::kClose || connection.closed) {
       return false;
     }
   }

@@ -1,5 +1,7 @@
 #include "protocol/frame.h"
 
+#include <cstring>
+
 namespace kc::protocol {
 
 void AppendEmptyFrame(WipingBuffer &out, uint8_t type, uint16_t status,
@@ -27,6 +29,28 @@ SplitResult SplitFrame(std::span<const uint8_t> in, Frame &frame) {
   frame.header = *header;
   frame.payload = in.subspan(kHeaderSize, header->length);
   return SplitResult::kFrame;
+}
+
+PrefixedSplitResult SplitSizePrefixedFrame(std::span<const uint8_t> in,
+                                           Frame &frame, size_t &declared) {
+  if (in.size() < sizeof(size_t)) {
+    return PrefixedSplitResult::kNeedMore;
+  }
+  std::memcpy(&declared, in.data(), sizeof(declared));
+  if (declared > kHeaderSize + kMaxPayload) {
+    return PrefixedSplitResult::kTooLarge;
+  }
+  if (in.size() - sizeof(size_t) < declared) {
+    return PrefixedSplitResult::kNeedMore;
+  }
+  Frame inner;
+  if (SplitFrame(in.subspan(sizeof(size_t), declared), inner) !=
+          SplitResult::kFrame ||
+      inner.size() != declared) {
+    return PrefixedSplitResult::kMismatch;
+  }
+  frame = inner;
+  return PrefixedSplitResult::kFrame;
 }
 
 }  // namespace kc::protocol

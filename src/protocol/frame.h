@@ -50,6 +50,20 @@ enum class Framing : uint8_t { kPlain = 0, kSizePrefixed = 1 };
 // points into |in|.
 SplitResult SplitFrame(std::span<const uint8_t> in, Frame &frame);
 
+enum class PrefixedSplitResult { kFrame, kNeedMore, kTooLarge, kMismatch };
+
+// Finds the first size-prefixed frame at the start of |in|: a native-endian
+// size_t, then a frame of exactly that many bytes. |declared| receives the
+// prefix once |in| holds it.
+// - kFrame: |frame| points into |in|; the prefix and the frame take
+//   sizeof(size_t) + |declared| bytes.
+// - kNeedMore: the prefix or some of the |declared| bytes are missing.
+// - kTooLarge: the prefix exceeds kHeaderSize + kMaxPayload.
+// - kMismatch: the |declared| bytes do not hold exactly one frame, because
+//   its header announces more or fewer bytes or too large a payload.
+PrefixedSplitResult SplitSizePrefixedFrame(std::span<const uint8_t> in,
+                                           Frame &frame, size_t &declared);
+
 }  // namespace kc::protocol
 
 #endif  // KEYCELL_PROTOCOL_FRAME_H
