@@ -50,6 +50,22 @@ std::vector<uint8_t> Bytes(const protocol::WipingBuffer &buffer) {
   return {buffer.data(), buffer.data() + buffer.size()};
 }
 
+// Returns |frames| with each frame preceded by its size as a size_t, after
+// a key store selector byte of 1, as keycell_size_prefixed_fuzzer reads it.
+std::vector<uint8_t> SizePrefixed(const protocol::WipingBuffer &frames) {
+  std::vector<uint8_t> input{1};
+  std::span<const uint8_t> rest = frames.span();
+  protocol::Frame frame;
+  while (protocol::SplitFrame(rest, frame) == protocol::SplitResult::kFrame) {
+    size_t size = frame.size();
+    const auto *prefix = reinterpret_cast<const uint8_t *>(&size);
+    input.insert(input.end(), prefix, prefix + sizeof(size));
+    input.insert(input.end(), rest.begin(), rest.begin() + size);
+    rest = rest.subspan(size);
+  }
+  return input;
+}
+
 std::span<const uint8_t> AsBytes(std::string_view text) {
   return {reinterpret_cast<const uint8_t *>(text.data()), text.size()};
 }
@@ -67,6 +83,7 @@ void Seed(const std::string &name, MessageType type, uint8_t decoder,
     input.insert(input.end(), frame.data(), frame.data() + frame.size());
     Write("dispatcher", name + (store == 0 ? "-empty" : "-keys"), input);
   }
+  Write("size_prefixed", name, SizePrefixed(frame));
   protocol::WipingBuffer payload;
   protocol::Writer writer(payload);
   protocol::Encode(writer, message);
@@ -188,6 +205,18 @@ void WriteProtocolSeeds() {
   input.insert(input.end(), pipeline.data(), pipeline.data() + pipeline.size());
   Write("dispatcher", "pipeline-keys", input);
   Write("frame", "pipeline", Bytes(pipeline));
+  std::vector<uint8_t> prefixed = SizePrefixed(pipeline);
+  Write("size_prefixed", "pipeline", prefixed);
+  // A prefix one byte above the first frame's size, and one above the
+  // maximum frame.
+  std::vector<uint8_t> mismatch = prefixed;
+  mismatch[1]++;
+  Write("size_prefixed", "prefix-mismatch", mismatch);
+  std::vector<uint8_t> too_large{1};
+  size_t above_maximum = protocol::kHeaderSize + protocol::kMaxPayload + 1;
+  const auto *prefix = reinterpret_cast<const uint8_t *>(&above_maximum);
+  too_large.insert(too_large.end(), prefix, prefix + sizeof(above_maximum));
+  Write("size_prefixed", "prefix-too-large", too_large);
 }
 
 void WriteKeySeeds() {

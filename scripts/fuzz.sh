@@ -23,7 +23,7 @@ fi
 command -v clang++-14 >/dev/null ||
   die "clang++-14 not found: apt-get install -y clang-14 libclang-rt-14-dev"
 
-targets=(frame messages dispatcher key_loader reference config)
+targets=(frame messages dispatcher size_prefixed key_loader reference config)
 
 log "building the fuzz preset in build/fuzz"
 cmake --preset fuzz >/dev/null
