@@ -806,6 +806,284 @@ TEST_F(AttackTest, PipelinedUnreadRepliesDoNotBlockClients) {
   EXPECT_EQ(RunTlsHandshake(), "");
 }
 
+// Returns |bytes| preceded by |declared| as a native-endian size_t, the
+// framing of connections opened by the neverbleed API.
+std::vector<uint8_t> Prefixed(const std::vector<uint8_t> &bytes,
+                              size_t declared) {
+  std::vector<uint8_t> out(sizeof(declared) + bytes.size());
+  std::memcpy(out.data(), &declared, sizeof(declared));
+  if (!bytes.empty()) {
+    std::memcpy(out.data() + sizeof(declared), bytes.data(), bytes.size());
+  }
+  return out;
+}
+
+std::vector<uint8_t> Prefixed(const std::vector<uint8_t> &bytes) {
+  return Prefixed(bytes, bytes.size());
+}
+
+// Reads one size-prefixed reply. A prefix that disagrees with the frame
+// after it is reported as kError.
+RawReply ReadPrefixedReply(int fd, int timeout_ms = kReplyTimeoutMs) {
+  RawReply reply;
+  size_t declared = 0;
+  reply.outcome = ReadExactly(fd, reinterpret_cast<uint8_t *>(&declared),
+                              sizeof(declared), timeout_ms);
+  if (reply.outcome != ReadOutcome::kFrame) {
+    return reply;
+  }
+  reply = ReadRawReply(fd, timeout_ms);
+  if (reply.outcome == ReadOutcome::kFrame &&
+      declared != protocol::kHeaderSize + reply.payload.size()) {
+    reply.outcome = ReadOutcome::kError;
+  }
+  return reply;
+}
+
+// Malformed input on size-prefixed connections: prefixes that disagree with
+// the frame header or exceed the maximum, truncated prefixes and frames,
+// garbage, and every malformed frame of the plain framing with a prefix
+// that matches its length.
+std::vector<MalformedCase> MalformedPrefixedCases(uint32_t key_id) {
+  std::vector<MalformedCase> cases;
+  protocol::SignRequest sign;
+  sign.key_id = key_id;
+  sign.digest = "SHA256";
+  sign.padding = protocol::kPaddingPkcs1;
+  static const uint8_t kDigest[32] = {};
+  sign.input = kDigest;
+  std::vector<uint8_t> valid =
+      FrameBytes(TypeByte(MessageType::kSign), 1, sign);
+
+  std::vector<uint8_t> longer = valid;
+  longer.insert(longer.end(), {0, 0, 0, 0});
+  cases.push_back({"prefix above the frame length", Prefixed(longer)});
+  std::vector<uint8_t> shorter(valid.begin(), valid.end() - 4);
+  cases.push_back({"prefix below the frame length", Prefixed(shorter)});
+  // The 4 bytes after the frame are left in the socket; the reply comes
+  // before the cell reads them.
+  std::vector<uint8_t> below_then_rest = Prefixed(valid, valid.size() - 4);
+  cases.push_back({"prefix cutting the frame", below_then_rest});
+  cases.push_back(
+      {"prefix one above the maximum frame",
+       Prefixed({}, protocol::kHeaderSize + protocol::kMaxPayload + 1)});
+  cases.push_back({"prefix of SIZE_MAX", Prefixed({}, SIZE_MAX)});
+  cases.push_back({"prefix of zero", Prefixed({}, 0)});
+
+  std::vector<uint8_t> truncated = Prefixed(valid);
+  truncated.resize(sizeof(size_t) + 30);
+  cases.push_back({"truncated frame", truncated, true, Code::kOk});
+  cases.push_back({"truncated prefix", {0x40, 0, 0}, true, Code::kOk});
+
+  // Text read as a size_t is far above the maximum frame.
+  std::string_view http = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  cases.push_back({"garbage text", {http.begin(), http.end()}});
+
+  for (MalformedCase plain : MalformedCases(key_id)) {
+    MalformedCase prefixed;
+    prefixed.name = plain.name;
+    prefixed.bytes = Prefixed(plain.bytes);
+    prefixed.shutdown_write = plain.shutdown_write;
+    // A truncated frame behind a prefix that counts only the bytes sent
+    // disagrees with the header, which gets a reply.
+    prefixed.expected_status = plain.expected_status == Code::kOk
+                                   ? Code::kBadRequest
+                                   : plain.expected_status;
+    cases.push_back(prefixed);
+  }
+  return cases;
+}
+
+TEST_F(AttackTest, SizePrefixedValidRequestSigns) {
+  ScopedAlarm alarm(60, "size-prefixed signing test hung");
+  kc::Result<UniqueFd> fd =
+      cell_->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  uint8_t digest[32];
+  std::memset(digest, 0x33, sizeof(digest));
+  protocol::SignRequest sign;
+  sign.key_id = rsa_key_id_;
+  sign.digest = "SHA256";
+  sign.padding = protocol::kPaddingPkcs1;
+  sign.input = digest;
+  // Two requests in one write, and a key release between them that gets no
+  // reply.
+  std::vector<uint8_t> bytes =
+      Prefixed(FrameBytes(TypeByte(MessageType::kSign), 21, sign));
+  std::vector<uint8_t> release = Prefixed(FrameBytes(
+      TypeByte(MessageType::kReleaseKey), 22, protocol::ReleaseKeyRequest{0}));
+  std::vector<uint8_t> second =
+      Prefixed(FrameBytes(TypeByte(MessageType::kSign), 23, sign));
+  bytes.insert(bytes.end(), release.begin(), release.end());
+  bytes.insert(bytes.end(), second.begin(), second.end());
+  ASSERT_TRUE(SendBytes(fd->get(), bytes));
+  for (uint64_t id : {21u, 23u}) {
+    RawReply reply = ReadPrefixedReply(fd->get());
+    ASSERT_EQ(reply.outcome, ReadOutcome::kFrame) << "request " << id;
+    EXPECT_EQ(reply.header.id, id);
+    ASSERT_EQ(reply.header.status, 0) << ErrorMessage(reply);
+    protocol::SignReply signature;
+    ASSERT_TRUE(protocol::Decode(reply.payload, signature));
+    EXPECT_EQ(VerifyRsaSignature(digest, signature.signature), "");
+  }
+}
+
+TEST_F(AttackTest, SizePrefixedMalformedInputClosesOnlyItsConnection) {
+  ScopedAlarm alarm(90, "size-prefixed malformed input test hung");
+  UniqueFd bystander = OpenConnection();
+  ASSERT_TRUE(bystander.valid());
+  kc::Result<UniqueFd> prefixed_bystander =
+      cell_->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
+  ASSERT_TRUE(prefixed_bystander.ok()) << prefixed_bystander.status().message();
+
+  uint64_t ping_id = 100;
+  for (const MalformedCase &attack : MalformedPrefixedCases(rsa_key_id_)) {
+    SCOPED_TRACE(attack.name);
+    kc::Result<UniqueFd> fd =
+        cell_->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
+    ASSERT_TRUE(fd.ok()) << fd.status().message();
+    ASSERT_TRUE(SendBytes(fd->get(), attack.bytes));
+    if (attack.shutdown_write) {
+      ASSERT_EQ(shutdown(fd->get(), SHUT_WR), 0);
+    }
+
+    if (attack.expected_status != Code::kOk) {
+      RawReply reply = ReadPrefixedReply(fd->get());
+      ASSERT_EQ(reply.outcome, ReadOutcome::kFrame);
+      EXPECT_EQ(reply.header.status,
+                static_cast<uint16_t>(attack.expected_status));
+      EXPECT_FALSE(ErrorMessage(reply).empty());
+    }
+    EXPECT_EQ(ReadRawReply(fd->get()).outcome, ReadOutcome::kClosed);
+
+    // Connections opened before the attack, plain and size-prefixed, still
+    // work.
+    protocol::WipingBuffer ping;
+    protocol::AppendEmptyFrame(ping, TypeByte(MessageType::kPing), 0,
+                               ++ping_id);
+    std::vector<uint8_t> ping_bytes(ping.data(), ping.data() + ping.size());
+    ASSERT_TRUE(SendBytes(bystander.get(), ping_bytes));
+    RawReply pong = ReadRawReply(bystander.get());
+    ASSERT_EQ(pong.outcome, ReadOutcome::kFrame);
+    EXPECT_EQ(pong.header.id, ping_id);
+    ASSERT_TRUE(SendBytes(prefixed_bystander->get(), Prefixed(ping_bytes)));
+    RawReply prefixed_pong = ReadPrefixedReply(prefixed_bystander->get());
+    ASSERT_EQ(prefixed_pong.outcome, ReadOutcome::kFrame);
+    EXPECT_EQ(prefixed_pong.header.status, 0);
+    EXPECT_EQ(prefixed_pong.header.id, ping_id);
+
+    EXPECT_EQ(SignAndCheck(), "");
+  }
+  EXPECT_EQ(RunTlsHandshake(), "");
+}
+
+TEST_F(AttackTest, SizePrefixedHugePrefixIsRejectedWithoutAllocating) {
+  ScopedAlarm alarm(60, "size-prefixed huge prefix test hung");
+  long rss_before = ResidentKib(cell_->pid());
+  ASSERT_GT(rss_before, 0);
+  std::vector<UniqueFd> fds;
+  for (size_t declared :
+       {size_t{UINT32_MAX}, size_t{UINT32_MAX} + 17, SIZE_MAX / 2}) {
+    kc::Result<UniqueFd> fd =
+        cell_->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
+    ASSERT_TRUE(fd.ok()) << fd.status().message();
+    std::vector<uint8_t> filler(64 * 1024, 0x41);
+    ASSERT_TRUE(SendBytes(fd->get(), Prefixed({}, declared)));
+    (void)SendBytes(fd->get(), filler);
+    RawReply reply = ReadPrefixedReply(fd->get());
+    ASSERT_EQ(reply.outcome, ReadOutcome::kFrame) << declared;
+    EXPECT_EQ(reply.header.status, static_cast<uint16_t>(Code::kBadRequest));
+    EXPECT_EQ(reply.header.id, 0u);
+    EXPECT_NE(ErrorMessage(reply).find("too large"), std::string::npos)
+        << ErrorMessage(reply);
+    EXPECT_EQ(ReadRawReply(fd->get()).outcome, ReadOutcome::kClosed);
+  }
+  // 16 MiB covers the filler and the allocator's slack many times over,
+  // and is far below the 4 GiB and more that the prefixes announce.
+  long rss_after = ResidentKib(cell_->pid());
+  EXPECT_LT(rss_after - rss_before, 16 * 1024)
+      << "before " << rss_before << " KiB, after " << rss_after << " KiB";
+  EXPECT_EQ(SignAndCheck(), "");
+}
+
+TEST_F(AttackTest, SizePrefixedUnreadRepliesDoNotBlockClients) {
+  ScopedAlarm alarm(110, "size-prefixed pipelining test hung");
+  kc::Result<UniqueFd> opened =
+      cell_->OpenDedicatedConnection(protocol::Framing::kSizePrefixed);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  UniqueFd flood = std::move(opened.value());
+  int flags = fcntl(flood.get(), F_GETFL);
+  ASSERT_EQ(fcntl(flood.get(), F_SETFL, flags | O_NONBLOCK), 0);
+
+  uint8_t digest[32] = {};
+  protocol::SignRequest sign;
+  sign.key_id = rsa_key_id_;
+  sign.digest = "SHA256";
+  sign.padding = protocol::kPaddingPkcs1;
+  sign.input = digest;
+  std::vector<uint8_t> frame =
+      Prefixed(FrameBytes(TypeByte(MessageType::kSign), 1, sign));
+
+  std::atomic<bool> flood_done{false};
+  std::atomic<int> signatures_during_flood{0};
+  std::string client_failure;
+  std::thread client([&] {
+    while (!flood_done.load()) {
+      std::string result = SignAndCheck();
+      if (!result.empty()) {
+        client_failure = result;
+        return;
+      }
+      signatures_during_flood++;
+    }
+  });
+
+  // Write requests, never reading a reply, until the socket stays full for
+  // a second.
+  uint64_t frames_sent = 0;
+  size_t offset = 0;
+  for (;;) {
+    ssize_t n = send(flood.get(), frame.data() + offset, frame.size() - offset,
+                     MSG_NOSIGNAL);
+    if (n > 0) {
+      offset += static_cast<size_t>(n);
+      if (offset == frame.size()) {
+        offset = 0;
+        frames_sent++;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    int error = errno;
+    ASSERT_LT(n, 0);
+    ASSERT_EQ(error, EAGAIN) << std::strerror(error);
+    pollfd entry{flood.get(), POLLOUT, 0};
+    if (poll(&entry, 1, 1000) == 0) {
+      break;
+    }
+  }
+  flood_done = true;
+  client.join();
+  EXPECT_EQ(client_failure, "")
+      << "after " << signatures_during_flood.load() << " signatures";
+  EXPECT_GT(frames_sent, 3000u);
+
+  // The flooding connection still gets its replies, in order, once it reads.
+  ASSERT_EQ(fcntl(flood.get(), F_SETFL, flags), 0);
+  for (int i = 0; i < 100; ++i) {
+    RawReply reply = ReadPrefixedReply(flood.get());
+    ASSERT_EQ(reply.outcome, ReadOutcome::kFrame) << "reply " << i;
+    ASSERT_EQ(reply.header.status, 0) << "reply " << i;
+  }
+  flood.reset();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(SignAndCheck(), "") << "signature " << i << " after the flood";
+  }
+  EXPECT_EQ(RunTlsHandshake(), "");
+}
+
 TEST_F(AttackTest, DecryptRejectedWithoutPermission) {
   ScopedAlarm alarm(60, "decryption test hung");
   uint32_t decrypt_key_id = 0;
