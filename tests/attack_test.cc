@@ -1246,26 +1246,6 @@ TEST_F(AttackTest, ProcessVmReadvFails) {
   EXPECT_EQ(TryProcessVmRead(cell_->pid()), EPERM);
 }
 
-// Returns the number of open descriptors of |pid|, or -1 if they cannot be
-// listed.
-int CountDescriptors(pid_t pid) {
-  std::error_code error;
-  std::filesystem::directory_iterator entries(
-      "/proc/" + std::to_string(pid) + "/fd", error);
-  if (error) {
-    return -1;
-  }
-  int count = 0;
-  for (auto it = entries; it != std::filesystem::directory_iterator();
-       it.increment(error)) {
-    if (error) {
-      return -1;
-    }
-    ++count;
-  }
-  return count;
-}
-
 // Returns this process's end of the cell's control socket, the only
 // SOCK_SEQPACKET socket it has open, or -1.
 int FindControlSocket() {

@@ -1,19 +1,26 @@
 // Cell keys in processes forked after the keys were loaded, as a pre-forking
 // server does: each child reaches the cell on its own, while the parent
 // keeps using the same keys.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include "test_util.h"
 #include "tls_util.h"
@@ -197,6 +204,176 @@ TEST_F(CellFork, ChildKilledMidRun) {
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   EXPECT_EQ(WaitForChild(pid), "killed by signal Killed");
   EXPECT_TRUE(RunHandshakes(6, 0, &error_)) << error_;
+}
+
+// How a child of the fork storm ends.
+enum class StormEnd {
+  kExits,           // Signs a few times and exits.
+  kKilled,          // Signs until the parent sends SIGKILL.
+  kTerminated,      // Signs until the parent sends SIGTERM.
+  kExitsMidThread,  // Exits while a second thread is signing.
+};
+
+constexpr StormEnd kStormEnds[] = {StormEnd::kExits, StormEnd::kKilled,
+                                   StormEnd::kTerminated,
+                                   StormEnd::kExitsMidThread};
+
+// Exit statuses of a storm child.
+constexpr int kSignFailed = 1;
+constexpr int kBadSignature = 2;
+
+// Signs with |key| through EVP_DigestSign and verifies with |public_key|.
+// Returns 0, kSignFailed when signing returned an error, or kBadSignature
+// when a signature was returned that does not verify.
+int SignOnce(EVP_PKEY *key, EVP_PKEY *public_key) {
+  static const unsigned char kMessage[] = "fork storm message";
+  const char *digest = DefaultDigest(key);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sign(EVP_MD_CTX_new(),
+                                                               EVP_MD_CTX_free);
+  unsigned char signature[512];
+  size_t signature_size = sizeof(signature);
+  if (!sign ||
+      EVP_DigestSignInit_ex(sign.get(), nullptr, digest, nullptr, nullptr, key,
+                            nullptr) != 1 ||
+      EVP_DigestSign(sign.get(), signature, &signature_size, kMessage,
+                     sizeof(kMessage)) != 1) {
+    ERR_clear_error();
+    return kSignFailed;
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> verify(
+      EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!verify ||
+      EVP_DigestVerifyInit_ex(verify.get(), nullptr, digest, nullptr, nullptr,
+                              public_key, nullptr) != 1 ||
+      EVP_DigestVerify(verify.get(), signature, signature_size, kMessage,
+                       sizeof(kMessage)) != 1) {
+    ERR_clear_error();
+    return kBadSignature;
+  }
+  return 0;
+}
+
+// Many children forked in waves from a process whose keys live in the cell:
+// each signs through the cell and some end mid-operation. Every signature
+// that a child gets verifies, the parent signs throughout, and once the
+// children are gone the cell holds as many descriptors as before.
+TEST_F(CellFork, ForkStormLeavesNoConnections) {
+  const int children = Iterations(160, 40);
+  constexpr int kWave = 8;
+  ScopedAlarm alarm(110, "CellFork.ForkStormLeavesNoConnections hung");
+  std::vector<EvpPkeyPtr> keys;
+  std::vector<EvpPkeyPtr> public_keys;
+  for (const char *name : {"p256", "ed25519", "rsa2048"}) {
+    keys.push_back(LoadCellKey(cell_.get(), KeyPath(name), nullptr, &error_));
+    ASSERT_NE(keys.back(), nullptr) << error_;
+    public_keys.push_back(ReadCertificatePublicKey(CertPath(name), &error_));
+    ASSERT_NE(public_keys.back(), nullptr) << error_;
+  }
+  auto sign_with = [&](size_t index) {
+    return SignOnce(keys[index % keys.size()].get(),
+                    public_keys[index % keys.size()].get());
+  };
+  for (size_t i = 0; i < keys.size(); i++) {
+    ASSERT_EQ(sign_with(i), 0) << "parent signature before the storm";
+  }
+  pid_t cell_pid = keycell_cell_pid(cell_.get());
+  ASSERT_GT(cell_pid, 0);
+  // -1 without CAP_SYS_PTRACE; the descriptor check below then does not
+  // run.
+  const int baseline = CountDescriptors(cell_pid);
+  RecordProperty("cell_descriptors_before", baseline);
+
+  int parent_signatures = 0;
+  for (int first = 0; first < children; first += kWave) {
+    struct StormChild {
+      pid_t pid;
+      StormEnd end;
+      int ready;  // Readable once the child has a verified signature.
+    };
+    std::vector<StormChild> wave;
+    for (int n = first; n < std::min(children, first + kWave); n++) {
+      StormEnd end = kStormEnds[n % std::size(kStormEnds)];
+      int ready[2];
+      ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+      pid_t pid = fork();
+      if (pid == 0) {
+        close(ready[0]);
+        for (int i = 0;; i++) {
+          int result = sign_with(n + i);
+          if (result != 0) {
+            _exit(result);
+          }
+          if (i == 0) {
+            char byte = 1;
+            (void)!write(ready[1], &byte, 1);
+            if (end == StormEnd::kExitsMidThread) {
+              // The second thread signs on a connection of its own; this
+              // one exits while that thread's request is in flight.
+              std::thread([&] {
+                for (int j = 0;; j++) {
+                  int thread_result = sign_with(n + j);
+                  if (thread_result != 0) {
+                    _exit(thread_result);
+                  }
+                }
+              }).detach();
+              usleep(2000);
+              _exit(0);
+            }
+          }
+          if (end == StormEnd::kExits && i == 4) {
+            _exit(0);
+          }
+        }
+      }
+      close(ready[1]);
+      ASSERT_GT(pid, 0) << "fork failed: " << std::strerror(errno);
+      wave.push_back({pid, end, ready[0]});
+    }
+    for (StormChild &child : wave) {
+      // The parent signs while each child runs.
+      EXPECT_EQ(sign_with(parent_signatures++), 0) << "parent signature";
+      char byte = 0;
+      pollfd entry{child.ready, POLLIN, 0};
+      bool ready =
+          poll(&entry, 1, 20000) == 1 && read(child.ready, &byte, 1) == 1;
+      close(child.ready);
+      EXPECT_TRUE(ready) << "child " << child.pid << " signed nothing";
+      if (child.end == StormEnd::kKilled) {
+        kill(child.pid, SIGKILL);
+      } else if (child.end == StormEnd::kTerminated) {
+        kill(child.pid, SIGTERM);
+      }
+    }
+    for (const StormChild &child : wave) {
+      std::string expected = "exit status 0";
+      if (child.end == StormEnd::kKilled) {
+        expected = "killed by signal Killed";
+      } else if (child.end == StormEnd::kTerminated) {
+        expected = "killed by signal Terminated";
+      }
+      EXPECT_EQ(WaitForChild(child.pid), expected)
+          << "child " << child.pid << " (exit status " << kSignFailed
+          << ": a signing error, " << kBadSignature
+          << ": a signature that does not verify)";
+    }
+  }
+  for (size_t i = 0; i < keys.size(); i++) {
+    EXPECT_EQ(sign_with(i), 0) << "parent signature after the storm";
+  }
+  EXPECT_TRUE(RunHandshakes(3, 0, &error_)) << error_;
+
+  if (baseline >= 0) {
+    // The cell closes a dead child's connections once it reads their end of
+    // file, so the count may take a moment to come down.
+    int count = CountDescriptors(cell_pid);
+    for (int i = 0; i < 200 && count != baseline; i++) {
+      usleep(50000);
+      count = CountDescriptors(cell_pid);
+    }
+    RecordProperty("cell_descriptors_after", count);
+    EXPECT_EQ(count, baseline) << "descriptors the children left in the cell";
+  }
 }
 
 }  // namespace

@@ -209,6 +209,26 @@ std::string WaitForChild(pid_t pid) {
   return "wait status " + std::to_string(status);
 }
 
+// Returns the number of open descriptors of |pid|, or -1 if they cannot be
+// listed.
+int CountDescriptors(pid_t pid) {
+  std::error_code error;
+  std::filesystem::directory_iterator entries(
+      "/proc/" + std::to_string(pid) + "/fd", error);
+  if (error) {
+    return -1;
+  }
+  int count = 0;
+  for (auto it = entries; it != std::filesystem::directory_iterator();
+       it.increment(error)) {
+    if (error) {
+      return -1;
+    }
+    ++count;
+  }
+  return count;
+}
+
 bool WriteAll(int fd, const void *data, size_t size) {
   const char *bytes = static_cast<const char *>(data);
   while (size > 0) {

@@ -104,6 +104,10 @@ bool StopProcess(pid_t pid);
 // "exit status 0" for success.
 std::string WaitForChild(pid_t pid);
 
+// Returns the number of open descriptors of |pid|, or -1 if they cannot be
+// listed; listing the descriptors of a cell needs CAP_SYS_PTRACE.
+int CountDescriptors(pid_t pid);
+
 // Writes |size| bytes to |fd|, retrying short writes. Returns false on error.
 bool WriteAll(int fd, const void *data, size_t size);
 
