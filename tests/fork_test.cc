@@ -19,8 +19,6 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
 
 #include "test_util.h"
 #include "tls_util.h"
@@ -222,37 +220,6 @@ constexpr StormEnd kStormEnds[] = {StormEnd::kExits, StormEnd::kKilled,
 constexpr int kSignFailed = 1;
 constexpr int kBadSignature = 2;
 
-// Signs with |key| through EVP_DigestSign and verifies with |public_key|.
-// Returns 0, kSignFailed when signing returned an error, or kBadSignature
-// when a signature was returned that does not verify.
-int SignOnce(EVP_PKEY *key, EVP_PKEY *public_key) {
-  static const unsigned char kMessage[] = "fork storm message";
-  const char *digest = DefaultDigest(key);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sign(EVP_MD_CTX_new(),
-                                                               EVP_MD_CTX_free);
-  unsigned char signature[512];
-  size_t signature_size = sizeof(signature);
-  if (!sign ||
-      EVP_DigestSignInit_ex(sign.get(), nullptr, digest, nullptr, nullptr, key,
-                            nullptr) != 1 ||
-      EVP_DigestSign(sign.get(), signature, &signature_size, kMessage,
-                     sizeof(kMessage)) != 1) {
-    ERR_clear_error();
-    return kSignFailed;
-  }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> verify(
-      EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!verify ||
-      EVP_DigestVerifyInit_ex(verify.get(), nullptr, digest, nullptr, nullptr,
-                              public_key, nullptr) != 1 ||
-      EVP_DigestVerify(verify.get(), signature, signature_size, kMessage,
-                       sizeof(kMessage)) != 1) {
-    ERR_clear_error();
-    return kBadSignature;
-  }
-  return 0;
-}
-
 // Many children forked in waves from a process whose keys live in the cell:
 // each signs through the cell and some end mid-operation. Every signature
 // that a child gets verifies, the parent signs throughout, and once the
@@ -269,9 +236,18 @@ TEST_F(CellFork, ForkStormLeavesNoConnections) {
     public_keys.push_back(ReadCertificatePublicKey(CertPath(name), &error_));
     ASSERT_NE(public_keys.back(), nullptr) << error_;
   }
+  // Returns 0, kSignFailed or kBadSignature.
   auto sign_with = [&](size_t index) {
-    return SignOnce(keys[index % keys.size()].get(),
-                    public_keys[index % keys.size()].get());
+    switch (SignOnce(keys[index % keys.size()].get(),
+                     public_keys[index % keys.size()].get())) {
+      case SignOutcome::kVerified:
+        return 0;
+      case SignOutcome::kFailed:
+        return kSignFailed;
+      case SignOutcome::kBadSignature:
+        break;
+    }
+    return kBadSignature;
   };
   for (size_t i = 0; i < keys.size(); i++) {
     ASSERT_EQ(sign_with(i), 0) << "parent signature before the storm";

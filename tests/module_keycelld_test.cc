@@ -12,10 +12,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "async_util.h"
 #include "module_test_util.h"
@@ -305,6 +307,97 @@ TEST_F(ModuleKeycelldTest, AsyncJobsReportAccessDenied) {
   EXPECT_EQ(stats.failed, 4);
   for (const std::string &message : stats.errors) {
     EXPECT_NE(message.find("access denied"), std::string::npos) << message;
+  }
+}
+
+// Threads of one process sign through keycell.so while keycelld is stopped
+// with SIGTERM and started again. Each operation returns a signature that
+// verifies or an error, none hangs, and after the restart the same keys
+// sign again without being read anew.
+TEST_F(ModuleKeycelldTest, RestartUnderLoad) {
+  constexpr int kThreads = 4;
+  ScopedAlarm alarm(100, "ModuleKeycelldTest.RestartUnderLoad hung");
+  ASSERT_TRUE(Start()) << Log();
+  ASSERT_TRUE(LoadModule()) << DrainOpenSslErrors();
+  std::vector<EvpPkeyPtr> keys;
+  std::vector<EvpPkeyPtr> public_keys;
+  for (const char *name : {"rsa2048", "p256", "ed25519"}) {
+    std::string error;
+    keys.push_back(ReadReference(Wrap(name), &error));
+    ASSERT_NE(keys.back(), nullptr) << error;
+    public_keys.push_back(ReadCertificatePublicKey(CertPath(name), &error));
+    ASSERT_NE(public_keys.back(), nullptr) << error;
+  }
+
+  // 0 while the first keycelld runs, 1 after it has exited, 2 from just
+  // before the second one starts.
+  std::atomic<int> phase{0};
+  std::atomic<bool> done{false};
+  std::atomic<int> bad_signatures{0};
+  std::atomic<int> verified[3] = {0, 0, 0};
+  std::atomic<int> failed[3] = {0, 0, 0};
+  // Operations that started and ended while no keycelld ran.
+  std::atomic<int> verified_while_stopped{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !done.load(); i++) {
+        size_t index = static_cast<size_t>(t + i) % keys.size();
+        int phase_before = phase.load();
+        SignOutcome outcome =
+            SignOnce(keys[index].get(), public_keys[index].get());
+        // An operation that overlaps a change of phase counts for the
+        // earlier phase.
+        if (outcome == SignOutcome::kVerified) {
+          verified[phase_before]++;
+          if (phase_before == 1 && phase.load() == 1) {
+            verified_while_stopped++;
+          }
+        } else if (outcome == SignOutcome::kFailed) {
+          failed[phase_before]++;
+        } else {
+          bad_signatures++;
+        }
+      }
+    });
+  }
+  // Waits until |count| reaches |target|, at most 30 seconds.
+  auto wait_for = [](const std::atomic<int> &count, int target) {
+    for (int i = 0; i < 3000 && count.load() < target; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return count.load() >= target;
+  };
+
+  bool signed_before = wait_for(verified[0], 50);
+  Stop();
+  phase = 1;
+  bool failed_while_stopped = wait_for(failed[1], 20);
+  phase = 2;
+  bool restarted = Start();
+  bool signed_after = wait_for(verified[2], 50);
+  done = true;
+  for (std::thread &thread : threads) {
+    thread.join();
+  }
+  RecordProperty("verified_before", verified[0].load());
+  RecordProperty("failed_before", failed[0].load());
+  RecordProperty("failed_while_stopped", failed[1].load());
+  RecordProperty("verified_after", verified[2].load());
+  RecordProperty("failed_after", failed[2].load());
+
+  EXPECT_EQ(bad_signatures.load(), 0) << "signatures that do not verify";
+  EXPECT_TRUE(signed_before) << verified[0].load() << " signatures" << Log();
+  EXPECT_TRUE(failed_while_stopped) << failed[1].load() << " failures";
+  EXPECT_EQ(verified_while_stopped.load(), 0);
+  ASSERT_TRUE(restarted) << Log();
+  EXPECT_TRUE(signed_after) << verified[2].load() << " signatures after "
+                            << failed[2].load() << " failures" << Log();
+  // Each key signs again on this thread too.
+  for (size_t i = 0; i < keys.size(); i++) {
+    EXPECT_EQ(SignOnce(keys[i].get(), public_keys[i].get()),
+              SignOutcome::kVerified)
+        << "key " << i << " after the restart";
   }
 }
 

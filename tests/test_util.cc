@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include <openssl/err.h>
 
@@ -211,6 +212,33 @@ std::string WaitForChild(pid_t pid) {
 
 // Returns the number of open descriptors of |pid|, or -1 if they cannot be
 // listed.
+SignOutcome SignOnce(EVP_PKEY *key, EVP_PKEY *public_key) {
+  static const unsigned char kMessage[] = "message signed once";
+  const char *digest = DefaultDigest(key);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sign(EVP_MD_CTX_new(),
+                                                               EVP_MD_CTX_free);
+  unsigned char signature[1024];
+  size_t signature_size = sizeof(signature);
+  if (!sign ||
+      EVP_DigestSignInit_ex(sign.get(), nullptr, digest, nullptr, nullptr, key,
+                            nullptr) != 1 ||
+      EVP_DigestSign(sign.get(), signature, &signature_size, kMessage,
+                     sizeof(kMessage)) != 1) {
+    ERR_clear_error();
+    return SignOutcome::kFailed;
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> verify(
+      EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool verified =
+      verify &&
+      EVP_DigestVerifyInit_ex(verify.get(), nullptr, digest, nullptr, nullptr,
+                              public_key, nullptr) == 1 &&
+      EVP_DigestVerify(verify.get(), signature, signature_size, kMessage,
+                       sizeof(kMessage)) == 1;
+  ERR_clear_error();
+  return verified ? SignOutcome::kVerified : SignOutcome::kBadSignature;
+}
+
 int CountDescriptors(pid_t pid) {
   std::error_code error;
   std::filesystem::directory_iterator entries(

@@ -72,6 +72,17 @@ std::function<bool(SSL_CTX *, std::string *)> CellKeyInstaller(
 bool SignAndVerify(EVP_PKEY *key, EVP_PKEY *public_key, const char *digest,
                    std::string *error);
 
+enum class SignOutcome {
+  kVerified,      // A signature was returned and it verifies.
+  kFailed,        // Signing returned an error.
+  kBadSignature,  // A signature was returned that does not verify.
+};
+
+// Signs a fixed message with |key| through EVP_DigestSign with
+// DefaultDigest(key) and verifies the signature with |public_key|. Clears
+// the OpenSSL error queue.
+SignOutcome SignOnce(EVP_PKEY *key, EVP_PKEY *public_key);
+
 // Returns the digest that SignAndVerify() should use for |key|: "SHA256" for
 // RSA and EC keys and NULL for Ed25519 and Ed448.
 const char *DefaultDigest(EVP_PKEY *key);
