@@ -14,6 +14,7 @@ KEYCELL_PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   libseccomp-dev
+  gdb
 )
 
 # Debian packages that the libFuzzer build (scripts/fuzz.sh) needs as well.
