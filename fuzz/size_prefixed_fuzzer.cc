@@ -6,11 +6,11 @@
 // gives RSA 2048 (ids 1 with decryption and 2 without), P-256 (3), Ed25519
 // (4) and Ed448 (5) keys from tests/data.
 //
-// Checks that protocol::SplitSizePrefixedFrame is consistent with the
-// prefix and the frame header, that a request consumes exactly its prefix
-// and frame, and that every request gets exactly one reply with a correct
-// size prefix and its id (a key release none), and every rejected prefix
-// one error reply and a close.
+// Checks that protocol::SplitSizePrefixedFrame agrees with the prefix and
+// the frame header, and that a request consumes exactly its prefix and
+// frame. Every request gets exactly one reply with its id and a prefix
+// equal to the reply's size, except a key release, which gets none. Every
+// rejected prefix gets one error reply and a close.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>

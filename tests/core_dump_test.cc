@@ -1,7 +1,8 @@
 // Takes a core dump of a TLS server process with gcore and searches it for
-// the secret values of its keys. A server that uses its keys through
-// keycell must hold none of them; a control server that loaded the same
-// keys in-process must hold them, which shows that the search finds them.
+// the secret values of its keys. The core of a server that uses its keys
+// through keycell must contain none of them. The core of a control server
+// that loaded the same keys in-process must contain them, so the search is
+// shown to find them.
 //
 // Both servers are forked before this process reads any key file, so
 // neither can inherit a secret from it. gcore reads the server's memory
@@ -254,7 +255,7 @@ TEST(CoreDump, ServerCoreHoldsNoKeyBytes) {
     std::string status = WaitForChild(dump.server.pid);
     ASSERT_TRUE(ready) << "the server did not start: " << status;
     ASSERT_FALSE(dump.core.empty());
-    // The core holds the server's heap: the canary it planted there.
+    // The core contains the server's heap, so the canary planted there.
     EXPECT_GE(CountOccurrences(dump.core, dump.canary), 1u)
         << "the core misses the canary";
   }

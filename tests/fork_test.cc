@@ -223,7 +223,7 @@ constexpr int kBadSignature = 2;
 // Many children forked in waves from a process whose keys live in the cell:
 // each signs through the cell and some end mid-operation. Every signature
 // that a child gets verifies, the parent signs throughout, and once the
-// children are gone the cell holds as many descriptors as before.
+// children are gone the cell has as many descriptors open as before.
 TEST_F(CellFork, ForkStormLeavesNoConnections) {
   const int children = Iterations(160, 40);
   constexpr int kWave = 8;

@@ -14,7 +14,7 @@
 namespace kc::cell {
 
 enum class PrefixedStep {
-  kNeedMore,  // |input| holds no complete request yet; nothing was done.
+  kNeedMore,  // |input| contains no complete request yet; nothing was done.
   kReplied,   // One request was handled; the connection stays open.
   kClose,     // Send |out|, then close the connection.
 };
