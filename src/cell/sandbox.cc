@@ -1,13 +1,39 @@
 #include "cell/sandbox.h"
 
 #include <fcntl.h>
+#include <linux/landlock.h>
 #include <seccomp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
 #include <string>
+
+#include "base/unique_fd.h"
+
+// Landlock rights newer than the <linux/landlock.h> of Debian 12, with the
+// values of the kernel's UAPI header. Each is requested only when the
+// running kernel's ABI version supports it.
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)  // ABI 3
+#endif
+#ifndef LANDLOCK_ACCESS_NET_BIND_TCP
+#define LANDLOCK_ACCESS_NET_BIND_TCP (1ULL << 0)  // ABI 4
+#endif
+#ifndef LANDLOCK_ACCESS_NET_CONNECT_TCP
+#define LANDLOCK_ACCESS_NET_CONNECT_TCP (1ULL << 1)  // ABI 4
+#endif
+#ifndef LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+#define LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)  // ABI 6
+#endif
+#ifndef LANDLOCK_SCOPE_SIGNAL
+#define LANDLOCK_SCOPE_SIGNAL (1ULL << 1)  // ABI 6
+#endif
 
 namespace kc::cell {
 namespace {
@@ -154,7 +180,83 @@ Status AddRules(scmp_filter_ctx filter, std::span<const int> calls,
   return Status::Ok();
 }
 
+// struct landlock_ruleset_attr as of ABI 6, because Debian 12's header has
+// only its first field. A kernel with an older ABI accepts the larger
+// struct as long as the fields it does not support are zero.
+struct LandlockRulesetAttr {
+  uint64_t handled_access_fs;
+  uint64_t handled_access_net;
+  uint64_t scoped;
+};
+
+// Every filesystem right that changes something, in ABI 1, and executing.
+constexpr uint64_t kLandlockDeniedFs =
+    LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+    LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
+    LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+    LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+    LANDLOCK_ACCESS_FS_MAKE_SYM;
+
+Status LandlockError(const std::string &what, int error) {
+  return Status(Code::kInternal, "cannot confine the process with Landlock: " +
+                                     what + ": " + std::strerror(error));
+}
+
 }  // namespace
+
+int LandlockAbi() {
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0,
+                     LANDLOCK_CREATE_RULESET_VERSION);
+  return abi < 0 ? 0 : static_cast<int>(abi);
+}
+
+Result<int> RestrictWithLandlock(const std::string &removable_dir) {
+  int abi = LandlockAbi();
+  if (abi == 0) {
+    return 0;
+  }
+
+  LandlockRulesetAttr attr{};
+  attr.handled_access_fs = kLandlockDeniedFs;
+  if (abi >= 2) {
+    attr.handled_access_fs |= LANDLOCK_ACCESS_FS_REFER;
+  }
+  if (abi >= 3) {
+    attr.handled_access_fs |= LANDLOCK_ACCESS_FS_TRUNCATE;
+  }
+  if (abi >= 4) {
+    attr.handled_access_net =
+        LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP;
+  }
+  if (abi >= 6) {
+    attr.scoped = LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL;
+  }
+  UniqueFd ruleset(static_cast<int>(
+      syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0)));
+  if (!ruleset.valid()) {
+    return LandlockError("creating the ruleset", errno);
+  }
+
+  if (!removable_dir.empty()) {
+    UniqueFd dir(open(removable_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir.valid()) {
+      return LandlockError("opening " + removable_dir, errno);
+    }
+    landlock_path_beneath_attr rule{};
+    rule.allowed_access = LANDLOCK_ACCESS_FS_REMOVE_FILE;
+    rule.parent_fd = dir.get();
+    if (syscall(SYS_landlock_add_rule, ruleset.get(),
+                LANDLOCK_RULE_PATH_BENEATH, &rule, 0) != 0) {
+      return LandlockError("allowing removal in " + removable_dir, errno);
+    }
+  }
+
+  if (syscall(SYS_landlock_restrict_self, ruleset.get(), 0) != 0) {
+    return LandlockError("restricting the process", errno);
+  }
+  return abi;
+}
 
 Status InstallSyscallFilter(SandboxProfile profile) {
   Filter filter(seccomp_init(SCMP_ACT_ERRNO(EPERM)));

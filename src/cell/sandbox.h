@@ -1,6 +1,8 @@
-// The seccomp filter of a cell process.
+// The seccomp filter and the Landlock domain of a cell process.
 #ifndef KEYCELL_CELL_SANDBOX_H
 #define KEYCELL_CELL_SANDBOX_H
+
+#include <string>
 
 #include "base/status.h"
 
@@ -27,6 +29,30 @@ enum class SandboxProfile {
 // afterwards.
 Status InstallSyscallFilter(
     SandboxProfile profile = SandboxProfile::kEmbeddedCell);
+
+// The Landlock ABI version that the running kernel offers, or 0 when it
+// has no Landlock (not built in, or not among the active LSMs).
+int LandlockAbi();
+
+// Confines the calling thread, and the threads it starts afterwards, with
+// a Landlock domain. Every filesystem change is denied everywhere: writing
+// files, creating and removing files, directories, sockets, FIFOs, device
+// nodes and symbolic links (which also denies renaming and linking),
+// reparenting files (REFER, from ABI 2), truncating (from ABI 3), and
+// executing files. Removing
+// files is allowed beneath |removable_dir| unless it is empty. Reading
+// stays allowed. From ABI 4, binding and connecting TCP sockets are
+// denied. From ABI 6, connecting to abstract Unix sockets and signalling
+// processes outside the domain are denied too. Landlock also keeps the
+// process from tracing any process outside the domain, or opening its
+// /proc/<pid>/mem or /proc/<pid>/root. Only the rights that the kernel's
+// ABI supports are requested, so a newer kernel keeps the same rules.
+//
+// Returns the ABI version of the domain, or 0 when the kernel has no
+// Landlock, in which case nothing changes. Needs no_new_privs (or
+// CAP_SYS_ADMIN). Threads that already run stay outside the domain, so
+// call it before starting any.
+Result<int> RestrictWithLandlock(const std::string &removable_dir = "");
 
 }  // namespace kc::cell
 
