@@ -794,12 +794,17 @@ int main(int argc, char **argv) {
   log_line("started cell pid %ld; server pid %ld", (long)server.cell_pid,
            (long)getpid());
   /* The library never prints, so the server reports once whether the cell
-   * could lock its key memory. */
+   * could lock its key memory and confine itself with Landlock. */
   if (keycell_key_memory_locked(cell)) {
     log_line("cell key memory: locked");
   } else {
     log_line("cell key memory: not locked (RLIMIT_MEMLOCK too low); keys "
              "may be swapped out");
+  }
+  if (keycell_landlock_abi(cell) > 0) {
+    log_line("cell Landlock ABI: %d", keycell_landlock_abi(cell));
+  } else {
+    log_line("cell Landlock: not offered by the kernel");
   }
 
   int exit_code = 1;

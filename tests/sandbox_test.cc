@@ -341,5 +341,36 @@ TEST(Landlock, DeniesEveryFileChangeButRemovalInOneDirectory) {
   close(log_socket);
 }
 
+// A cell in a Landlock domain fails every ptrace access check on processes
+// outside it, and opening /proc/<pid>/root needs one. The cell's seccomp
+// filter allows opening files for reading, so without Landlock a cell
+// taken over could read its server's files and memory through /proc.
+// The test loads a key through /proc/<pid>/root of the test process: a
+// child with the cell's other confinement (same uid, not dumpable,
+// no_new_privs) reads that path, the cell loads the same key through its
+// own /proc/self/root, and only the load through the server's entry fails.
+TEST(CellSandbox, LandlockKeepsTheCellOutOfItsServer) {
+  int abi = KernelLandlockAbi();
+  std::string error;
+  CellPtr cell = StartCell(nullptr, &error);
+  ASSERT_NE(cell, nullptr) << error;
+  EXPECT_EQ(keycell_landlock_abi(cell.get()), abi);
+  if (abi == 0) {
+    GTEST_SKIP() << "the kernel offers no Landlock";
+  }
+  std::string through_self = "/proc/self/root" + KeyPath("p256");
+  std::string through_server =
+      "/proc/" + std::to_string(getpid()) + "/root" + KeyPath("p256");
+  EXPECT_EQ(RunInChild([&]() -> std::string {
+              int fd = open(through_server.c_str(), O_RDONLY);
+              return fd >= 0 ? "" : std::string(std::strerror(errno));
+            }),
+            "");
+  EXPECT_NE(LoadCellKey(cell.get(), through_self, nullptr, &error), nullptr)
+      << error;
+  EXPECT_EQ(LoadCellKey(cell.get(), through_server, nullptr, &error), nullptr);
+  EXPECT_NE(error.find("permission denied"), std::string::npos) << error;
+}
+
 }  // namespace
 }  // namespace keycell_test

@@ -113,6 +113,16 @@ KEYCELL_EXPORT pid_t keycell_cell_pid(const keycell *cell);
  * a 0 once at start, because the library never prints. */
 KEYCELL_EXPORT int keycell_key_memory_locked(const keycell *cell);
 
+/* keycell_landlock_abi returns the version of the Landlock ABI that confines
+ * the cell, or 0 when the kernel offers no Landlock and the cell runs
+ * without it. Landlock denies the cell every change to the filesystem
+ * (writing, creating, removing, renaming and truncating files and
+ * directories, and executing files) and, from ABI 4, binding and
+ * connecting TCP sockets, on top of its seccomp filter. keycell_start()
+ * waits for the cell to report this, so the value never changes. NULL
+ * returns 0. */
+KEYCELL_EXPORT int keycell_landlock_abi(const keycell *cell);
+
 /* keycell_drop_privileges switches the cell to |user|: its group, its
  * supplementary groups and its uid. Call it once every key is loaded, usually
  * just before the server drops its own privileges; keys loaded afterwards are

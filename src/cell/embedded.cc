@@ -55,10 +55,14 @@ void ResetInheritedState(int control_fd) {
 }
 
 // The embedded cell's share of the hardening: no core dumps, no ptrace
-// attach by the server's uid, no privilege gain through exec, and private
-// keys in locked memory. Sends the server one message on the control
-// socket with the KeyMemoryState as its byte, because the library never
-// prints and the server reports it through keycell_key_memory_locked.
+// attach by the server's uid, no privilege gain through exec, private keys
+// in locked memory, and a Landlock domain that denies every filesystem
+// change. Runs before any thread starts, because Landlock confines only
+// the calling thread and the threads it creates later. Sends the server
+// one message on the control socket of two bytes, the KeyMemoryState and
+// the Landlock ABI version (0 without Landlock), because the library never
+// prints and the server reports them through keycell_key_memory_locked and
+// keycell_landlock_abi.
 void Harden() {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   struct rlimit no_core = {0, 0};
@@ -66,8 +70,13 @@ void Harden() {
   prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 
   KeyMemory memory = SetUpKeyMemory(kEmbeddedArenaSize);
-  char state = static_cast<char>(memory.state);
-  while (send(kControlFd, &state, 1, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  // /dev/null is open already, so the domain needs no exception for it.
+  // A failure other than a kernel without Landlock is reported as 0 too.
+  Result<int> landlock = RestrictWithLandlock();
+  char report[2] = {static_cast<char>(memory.state),
+                    static_cast<char>(landlock.ok() ? *landlock : 0)};
+  while (send(kControlFd, report, sizeof(report), MSG_NOSIGNAL) < 0 &&
+         errno == EINTR) {
   }
 }
 

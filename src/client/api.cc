@@ -258,6 +258,10 @@ int keycell_key_memory_locked(const keycell *cell) {
          cell->cell->key_memory() == kc::cell::KeyMemoryState::kLocked;
 }
 
+int keycell_landlock_abi(const keycell *cell) {
+  return cell == nullptr ? 0 : cell->cell->landlock_abi();
+}
+
 int keycell_drop_privileges(keycell *cell, const char *user, char *err,
                             size_t err_len) {
   if (cell == nullptr || user == nullptr || user[0] == '\0') {

@@ -77,10 +77,18 @@ Status CellGone() {
   return Status(Code::kCellGone, "the cell process is not running");
 }
 
-// Waits for the one message that a new cell sends once its secure heap is
-// set up. A cell that exits before it sends one has no secure heap.
-cell::KeyMemoryState ReceiveKeyMemoryState(int control_fd,
-                                           unsigned timeout_ms) {
+// The report that a new cell sends once it has hardened itself.
+struct CellReport {
+  cell::KeyMemoryState key_memory = cell::KeyMemoryState::kUnavailable;
+  int landlock_abi = 0;
+};
+
+// Waits for the one message that a new cell sends once its secure heap
+// and its Landlock domain are set up: the KeyMemoryState and the Landlock
+// ABI version, one byte each. A cell that exits before it sends one has
+// neither.
+CellReport ReceiveCellReport(int control_fd, unsigned timeout_ms) {
+  CellReport report;
   pollfd entry{control_fd, POLLIN, 0};
   int waited;
   do {
@@ -88,19 +96,23 @@ cell::KeyMemoryState ReceiveKeyMemoryState(int control_fd,
         poll(&entry, 1, timeout_ms == 0 ? -1 : static_cast<int>(timeout_ms));
   } while (waited < 0 && errno == EINTR);
   if (waited <= 0) {
-    return cell::KeyMemoryState::kUnavailable;
+    return report;
   }
-  char state = 0;
+  unsigned char message[2] = {};
   ssize_t received;
   do {
-    received = recv(control_fd, &state, 1, MSG_DONTWAIT);
+    received = recv(control_fd, message, sizeof(message), MSG_DONTWAIT);
   } while (received < 0 && errno == EINTR);
-  if (received != 1 ||
-      (state != static_cast<char>(cell::KeyMemoryState::kLocked) &&
-       state != static_cast<char>(cell::KeyMemoryState::kNotLocked))) {
-    return cell::KeyMemoryState::kUnavailable;
+  if (received != static_cast<ssize_t>(sizeof(message))) {
+    return report;
   }
-  return static_cast<cell::KeyMemoryState>(state);
+  if (message[0] == static_cast<unsigned char>(cell::KeyMemoryState::kLocked) ||
+      message[0] ==
+          static_cast<unsigned char>(cell::KeyMemoryState::kNotLocked)) {
+    report.key_memory = static_cast<cell::KeyMemoryState>(message[0]);
+  }
+  report.landlock_abi = message[1];
+  return report;
 }
 
 void DropConnection(uint64_t serial) {
@@ -141,10 +153,10 @@ Result<std::shared_ptr<CellClient>> CellClient::Start(
     cell::RunEmbeddedCell(pair[1], options.workers);
   }
   ::close(pair[1]);
-  cell::KeyMemoryState key_memory =
-      ReceiveKeyMemoryState(pair[0], options.timeout_ms);
+  CellReport report = ReceiveCellReport(pair[0], options.timeout_ms);
   return std::shared_ptr<CellClient>(
-      new CellClient(UniqueFd(pair[0]), pid, options.timeout_ms, key_memory));
+      new CellClient(UniqueFd(pair[0]), pid, options.timeout_ms,
+                     report.key_memory, report.landlock_abi));
 }
 
 std::shared_ptr<CellClient> CellClient::AttachForTesting(UniqueFd control,
@@ -152,19 +164,20 @@ std::shared_ptr<CellClient> CellClient::AttachForTesting(UniqueFd control,
                                                          unsigned timeout_ms) {
   std::shared_ptr<CellClient> client(
       new CellClient(std::move(control), pid, timeout_ms,
-                     cell::KeyMemoryState::kUnavailable));
+                     cell::KeyMemoryState::kUnavailable, 0));
   client->attached_ = true;
   return client;
 }
 
 CellClient::CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms,
-                       cell::KeyMemoryState key_memory)
+                       cell::KeyMemoryState key_memory, int landlock_abi)
     : control_(std::move(control)),
       pid_(pid),
       owner_pid_(getpid()),
       timeout_ms_(timeout_ms),
       serial_(next_serial.fetch_add(1)),
-      key_memory_(key_memory) {}
+      key_memory_(key_memory),
+      landlock_abi_(landlock_abi) {}
 
 CellClient::~CellClient() {
   Stop();

@@ -100,13 +100,16 @@ class CellClient {
   // Whether the cell keeps private keys in locked memory, as it reported
   // when it started.
   cell::KeyMemoryState key_memory() const { return key_memory_; }
+  // The Landlock ABI version of the cell's domain, as it reported when it
+  // started; 0 when the cell runs without Landlock.
+  int landlock_abi() const { return landlock_abi_; }
   unsigned timeout_ms() const { return timeout_ms_; }
   // True once the cell has been seen to exit or has been stopped.
   bool gone() const { return gone_.load(std::memory_order_relaxed); }
 
  private:
   CellClient(UniqueFd control, pid_t pid, unsigned timeout_ms,
-             cell::KeyMemoryState key_memory);
+             cell::KeyMemoryState key_memory, int landlock_abi);
 
   static protocol::WipingBuffer &ScratchFrame();
   uint64_t NextRequestId();
@@ -126,6 +129,7 @@ class CellClient {
   const unsigned timeout_ms_;
   const uint64_t serial_;
   const cell::KeyMemoryState key_memory_;
+  const int landlock_abi_;
   std::atomic<bool> gone_{false};
   std::atomic<bool> stopped_{false};
   bool attached_ = false;
