@@ -9,9 +9,12 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/landlock.h>
 
 #include <gtest/gtest.h>
 
@@ -89,6 +92,7 @@ class TestDaemon {
   const std::string &config() const { return config_; }
   const std::string &dir() const { return dir_; }
   pid_t pid() const { return pid_; }
+  void set_socket(const std::string &path) { socket_ = path; }
 
   void WriteConfig(const std::string &keys) {
     WriteFile(config_,
@@ -684,6 +688,52 @@ TEST(DaemonKeycelld, SigtermRemovesSocket) {
   EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
   EXPECT_NE(stat(daemon.socket().c_str(), &info), 0);
   EXPECT_NE(daemon.Log().find("stopping on TERM"), std::string::npos);
+}
+
+// keycelld's Landlock domain allows removing files only in the directory
+// that held its socket when it started. The socket's path goes through a
+// symbolic link, which the test points at another directory holding a file
+// of the socket's name before SIGTERM. keycelld runs as the owner of that
+// directory and its seccomp filter allows unlink, so without Landlock it
+// would remove that file. With Landlock the unlink fails and keycelld logs
+// it.
+TEST(DaemonKeycelld, LandlockLimitsRemovalToTheSocketDirectory) {
+  long abi = syscall(SYS_landlock_create_ruleset, nullptr, 0,
+                     LANDLOCK_CREATE_RULESET_VERSION);
+  TestDaemon daemon;
+  std::string first = daemon.dir() + "/first";
+  std::string second = daemon.dir() + "/second";
+  std::string link = daemon.dir() + "/link";
+  ASSERT_EQ(mkdir(first.c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(second.c_str(), 0755), 0);
+  ASSERT_EQ(symlink("first", link.c_str()), 0);
+  daemon.set_socket(link + "/keycelld.sock");
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  if (abi < 0) {
+    EXPECT_NE(daemon.Log().find("the kernel offers no Landlock"),
+              std::string::npos)
+        << daemon.Log();
+    GTEST_SKIP() << "the kernel offers no Landlock";
+  }
+  EXPECT_NE(
+      daemon.Log().find("confined by Landlock ABI " + std::to_string(abi) +
+                        ": no file changes except removing files in " + link),
+      std::string::npos)
+      << daemon.Log();
+
+  WriteFile(second + "/keycelld.sock", "not a socket");
+  std::string new_link = daemon.dir() + "/new-link";
+  ASSERT_EQ(symlink("second", new_link.c_str()), 0);
+  ASSERT_EQ(rename(new_link.c_str(), link.c_str()), 0);
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
+  struct stat info;
+  EXPECT_EQ(stat((second + "/keycelld.sock").c_str(), &info), 0)
+      << "keycelld removed a file outside its socket's directory";
+  EXPECT_NE(daemon.Log().find("cannot remove the socket " + link +
+                              "/keycelld.sock: Permission denied"),
+            std::string::npos)
+      << daemon.Log();
 }
 
 TEST(DaemonKeycelld, RefusesSecondDaemonAndReplacesStaleSocket) {

@@ -355,6 +355,36 @@ void DetachFromTerminal(Daemon &daemon) {
   daemon.logger.set_stderr(false);
 }
 
+// Confines keycelld with Landlock and logs the outcome once. Runs after
+// the last file that keycelld writes is open (/dev/null on detaching) and
+// before the workers start, because Landlock confines only the calling
+// thread and the threads it creates later. keycelld may still remove
+// files in its socket's directory, for its socket file on SIGTERM. Without
+// Landlock, or when confining fails, keycelld keeps serving under its
+// seccomp filter alone.
+void ConfineWithLandlock(Daemon &daemon) {
+  std::string socket_dir;
+  if (daemon.owns_socket_file) {
+    socket_dir = daemon.config.socket.substr(
+        0, std::max<size_t>(1, daemon.config.socket.rfind('/')));
+  }
+  Result<int> landlock = cell::RestrictWithLandlock(socket_dir);
+  if (!landlock.ok()) {
+    daemon.logger.Log(LOG_WARNING, landlock.status().message());
+  } else if (*landlock == 0) {
+    daemon.logger.Log(LOG_WARNING,
+                      "the kernel offers no Landlock; file writes are "
+                      "limited by the seccomp filter alone");
+  } else {
+    daemon.logger.Log(
+        LOG_INFO,
+        "confined by Landlock ABI " + std::to_string(*landlock) +
+            ": no file changes" +
+            (socket_dir.empty() ? std::string()
+                                : " except removing files in " + socket_dir));
+  }
+}
+
 }  // namespace
 
 Result<std::vector<cell::CatalogKey>> LoadKeys(const DaemonConfig &config) {
@@ -507,6 +537,7 @@ int RunDaemon(const std::string &path, bool foreground) {
   if (!foreground) {
     DetachFromTerminal(*daemon);
   }
+  ConfineWithLandlock(*daemon);
   unsigned workers = daemon->config.workers;
   if (workers == 0) {
     workers = std::max(1u, std::thread::hardware_concurrency());
