@@ -51,7 +51,8 @@ std::shared_ptr<const cell::CellKey> LoadKey(const char *name,
   auto key = std::make_shared<cell::CellKey>();
   key->pkey = std::move(loaded->pkey);
   key->type = loaded->type;
-  key->allow_decrypt = allow_decrypt;
+  key->policy.allow_decrypt = allow_decrypt;
+  key->name = name;
   return key;
 }
 

@@ -286,8 +286,9 @@ Status InstallSyscallFilter(SandboxProfile profile) {
     return added;
   }
   if (profile == SandboxProfile::kDaemon) {
+    const scmp_arg_cmp unix_only = {0, SCMP_CMP_EQ, AF_UNIX, 0};
     error = seccomp_rule_add(filter.get(), SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                             SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+                             unix_only);
     if (error != 0) {
       return FilterError("adding the socket rule", error);
     }
