@@ -1,12 +1,15 @@
 // keycelld and the keycell command, run as programs on a socket in a
 // temporary directory.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -20,7 +23,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -734,6 +740,117 @@ TEST(DaemonKeycelld, LandlockLimitsRemovalToTheSocketDirectory) {
                               "/keycelld.sock: Permission denied"),
             std::string::npos)
       << daemon.Log();
+}
+
+// Returns the lowest descriptor number that process |pid| has not open,
+// or -1.
+int LowestFreeDescriptor(pid_t pid) {
+  DIR *dir = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (dir == nullptr) {
+    return -1;
+  }
+  std::set<int> open;
+  while (dirent *entry = readdir(dir)) {
+    if (entry->d_name[0] != '.') {
+      open.insert(std::atoi(entry->d_name));
+    }
+  }
+  closedir(dir);
+  int lowest = 0;
+  while (open.count(lowest) != 0) {
+    ++lowest;
+  }
+  return lowest;
+}
+
+// With no descriptor left, keycelld closes each new connection at once.
+// Left in the backlog, such a connection would keep the listener readable
+// and wake a worker again and again while its peer waited unanswered. Once
+// descriptors are free again, keycelld serves new clients.
+TEST(DaemonKeycelld, ClosesNewConnectionsWhenOutOfDescriptors) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  rlimit original{};
+  ASSERT_EQ(prlimit(daemon.pid(), RLIMIT_NOFILE, nullptr, &original), 0);
+  // A soft limit at the lowest free descriptor number leaves no number for
+  // a new descriptor. The probe connection of Start holds two descriptors
+  // until keycelld reads its end-of-file, so wait until the number stays
+  // the same for 200 ms.
+  int lowest = LowestFreeDescriptor(daemon.pid());
+  for (int same = 0, round = 0; same < 4 && round < 100; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    int now = LowestFreeDescriptor(daemon.pid());
+    same = now == lowest ? same + 1 : 0;
+    lowest = now;
+  }
+  ASSERT_GT(lowest, 2);
+  rlimit exhausted = {static_cast<rlim_t>(lowest), original.rlim_max};
+  ASSERT_EQ(prlimit(daemon.pid(), RLIMIT_NOFILE, &exhausted, nullptr), 0)
+      << std::strerror(errno);
+
+  std::vector<pollfd> connections;
+  for (int i = 0; i < 16; ++i) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof(address.sun_path), "%s",
+                  daemon.socket().c_str());
+    ASSERT_EQ(
+        connect(fd, reinterpret_cast<sockaddr *>(&address), sizeof(address)), 0)
+        << std::strerror(errno);
+    connections.push_back({fd, POLLIN, 0});
+  }
+  // Each must read end-of-file. The deadline only guards against a hang.
+  size_t closed = 0;
+  for (int round = 0; round < 100 && closed < connections.size() - 1; ++round) {
+    if (poll(connections.data(), connections.size(), 100) <= 0) {
+      continue;
+    }
+    for (pollfd &connection : connections) {
+      char byte;
+      if (connection.revents != 0 && connection.fd >= 0 &&
+          recv(connection.fd, &byte, 1, MSG_DONTWAIT) == 0) {
+        ++closed;
+        close(connection.fd);
+        connection.fd = -1;
+      }
+    }
+  }
+  EXPECT_GE(closed, connections.size() - 1) << daemon.Log();
+  EXPECT_NE(daemon.Log().find("out of file descriptors"), std::string::npos)
+      << daemon.Log();
+  for (pollfd &connection : connections) {
+    if (connection.fd >= 0) {
+      close(connection.fd);
+    }
+  }
+
+  ASSERT_EQ(prlimit(daemon.pid(), RLIMIT_NOFILE, &original, nullptr), 0)
+      << std::strerror(errno);
+  // A connection made while keycelld still runs out of descriptors is
+  // closed, so a client may need a few attempts.
+  bool signed_again = false;
+  std::string last_error;
+  for (int attempt = 0; attempt < 100 && !signed_again; ++attempt) {
+    Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+    std::vector<uint8_t> storage;
+    if (client.ok()) {
+      Result<protocol::OpenKeyReply> opened = OpenKey(*client, "ec", storage);
+      signed_again =
+          opened.ok() &&
+          SignMessage(*client, opened->key_id, opened->type, {1}).ok();
+      if (!opened.ok()) {
+        last_error = opened.status().message();
+      }
+    }
+    if (!signed_again) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  EXPECT_TRUE(signed_again) << last_error << "\n" << daemon.Log();
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
 }
 
 TEST(DaemonKeycelld, RefusesSecondDaemonAndReplacesStaleSocket) {

@@ -84,6 +84,12 @@ struct Daemon {
   // Without --foreground: the pipe whose first byte tells the parent that
   // the daemon is serving.
   UniqueFd ready;
+  // /dev/null, held so that a descriptor can be freed when they run out;
+  // see RefuseConnection.
+  UniqueFd spare;
+  // RLIMIT_NOFILE at start, for messages; the seccomp filter denies
+  // reading it later.
+  rlim_t descriptor_limit = 0;
 };
 
 void LogKeys(Daemon &daemon, const std::vector<cell::CatalogKey> &keys) {
@@ -186,12 +192,47 @@ UniqueFd TakeActivatedSocket() {
   return UniqueFd(fd);
 }
 
+UniqueFd OpenSpare() {
+  return UniqueFd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
+// Runs when accept4 failed with EMFILE or ENFILE. The pending connection
+// keeps the listener readable, so leaving it in the backlog would wake a
+// worker again at once, for ever. Instead the spare descriptor makes room
+// to accept the connection and close it: the peer sees the connection
+// closed, and the daemon goes on serving the connections it has. Returns
+// false when there was no spare to give up.
+bool RefuseConnection(Daemon &daemon, int error) {
+  if (!daemon.spare.valid()) {
+    daemon.spare = OpenSpare();
+    if (!daemon.spare.valid()) {
+      return false;
+    }
+  }
+  daemon.spare.reset();
+  UniqueFd refused(
+      accept4(daemon.listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  refused.reset();
+  daemon.spare = OpenSpare();
+  daemon.logger.Log(LOG_WARNING,
+                    std::string("out of file descriptors (") +
+                        std::strerror(error) + ", RLIMIT_NOFILE " +
+                        std::to_string(daemon.descriptor_limit) +
+                        " at start): closing new connections until others "
+                        "close");
+  return true;
+}
+
 void AcceptConnections(Daemon &daemon) {
   for (;;) {
     UniqueFd fd(accept4(daemon.listener.get(), nullptr, nullptr,
                         SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd.valid()) {
       if (errno == EINTR || errno == ECONNABORTED) {
+        continue;
+      }
+      if ((errno == EMFILE || errno == ENFILE) &&
+          RefuseConnection(daemon, errno)) {
         continue;
       }
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -450,11 +491,30 @@ int CheckConfig(const std::string &path) {
   return 0;
 }
 
+// Raises the soft limit on open descriptors to the hard limit, because
+// every connection takes one, and returns the limit.
+rlim_t RaiseDescriptorLimit() {
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) != 0) {
+    return 0;
+  }
+  if (files.rlim_cur < files.rlim_max) {
+    rlimit raised = {files.rlim_max, files.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      files = raised;
+    }
+  }
+  return files.rlim_cur;
+}
+
 int RunDaemon(const std::string &path, bool foreground) {
   Harden();
   signal(SIGPIPE, SIG_IGN);
+  rlim_t descriptors = RaiseDescriptorLimit();
   // The daemon lives until _exit, so it is never destroyed.
   static Daemon *daemon = new Daemon(true);
+  daemon->spare = OpenSpare();
+  daemon->descriptor_limit = descriptors;
   if (!foreground) {
     daemon->ready = StartDetach(*daemon);
   }
@@ -542,9 +602,10 @@ int RunDaemon(const std::string &path, bool foreground) {
   if (workers == 0) {
     workers = std::max(1u, std::thread::hardware_concurrency());
   }
-  daemon->logger.Log(LOG_INFO, "serving on " + daemon->config.socket +
-                                   " with " + std::to_string(workers) +
-                                   " workers");
+  daemon->logger.Log(LOG_INFO,
+                     "serving on " + daemon->config.socket + " with " +
+                         std::to_string(workers) + " workers and at most " +
+                         std::to_string(descriptors) + " open descriptors");
   daemon->server.Run(workers, [] {
     Status filtered = cell::InstallSyscallFilter(cell::SandboxProfile::kDaemon);
     if (!filtered.ok()) {
