@@ -145,7 +145,7 @@ std::string DescribeKeyMemory(const KeyMemory &memory) {
              Bytes(memory.memlock_limit.rlim_cur) + ", hard " +
              Bytes(memory.memlock_limit.rlim_max) +
              "), so they may be swapped out; raise the limit (LimitMEMLOCK= "
-             "in systemd) or start as root";
+             "in systemd) or grant CAP_IPC_LOCK";
     case KeyMemoryState::kUnavailable:
       break;
   }

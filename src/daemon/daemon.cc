@@ -486,8 +486,8 @@ int CheckConfig(const std::string &path) {
     std::printf("key %s: %s, SHA256:%s\n", key.name.c_str(),
                 protocol::KeyTypeName(key.key->type), key.fingerprint.c_str());
   }
-  std::printf("%s: configuration valid, %zu keys\n", path.c_str(),
-              keys->size());
+  std::printf("%s: configuration valid, %zu %s\n", path.c_str(), keys->size(),
+              keys->size() == 1 ? "key" : "keys");
   return 0;
 }
 
