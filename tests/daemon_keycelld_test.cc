@@ -917,6 +917,28 @@ TEST(DaemonKeycelld, StatusCountsOperations) {
       << output;
 }
 
+// A malformed request closes its connection, and the log line names the
+// peer that sent it.
+TEST(DaemonKeycelld, LogsPeerOfMalformedRequest) {
+  TestDaemon daemon;
+  daemon.WriteConfig(KeyBlock("ec", "p256-key.pem", "root"));
+  ASSERT_TRUE(daemon.Start()) << daemon.Log();
+  Result<DaemonClient> client = DaemonClient::Connect(daemon.socket());
+  ASSERT_TRUE(client.ok()) << client.status().message();
+  const uint8_t payload[] = {1};
+  Result<std::vector<uint8_t>> reply =
+      client->Call(MessageType::kPing, std::span<const uint8_t>(payload));
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.status().code(), Code::kBadRequest);
+  std::string expected =
+      "closing a connection of pid " + std::to_string(getpid()) + " uid " +
+      std::to_string(getuid()) + " gid " + std::to_string(getgid()) +
+      " after a malformed request: a ping carries a payload";
+  EXPECT_NE(daemon.Log().find(expected), std::string::npos) << expected << "\n"
+                                                            << daemon.Log();
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.Log();
+}
+
 TEST(DaemonKeycelld, WrapWritesDecodableReference) {
   TestDaemon daemon;
   daemon.WriteConfig(KeyBlock("web", "rsa2048-key.pem", "root") +

@@ -103,10 +103,13 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
                           std::to_string(protocol::kVersion)),
                out);
     counters_.bad_frames++;
+    LogClose("a request of protocol version " +
+                 std::to_string(request.header.version),
+             context);
     return Outcome::kClose;
   }
   if (request.header.status != 0) {
-    return Reject(request, "a request carries a nonzero status", out);
+    return Reject(request, "a request carries a nonzero status", out, context);
   }
   if (catalog_ != nullptr && context == nullptr) {
     ReplyError(request,
@@ -135,7 +138,7 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
     case MessageType::kOpenKey:
       return HandleOpenKey(request, *context, out);
     case MessageType::kStatus:
-      return HandleStatus(request, out);
+      return HandleStatus(request, out, context);
     case MessageType::kLoadKey:
       return HandleLoadKey(request, out);
     case MessageType::kSign:
@@ -150,7 +153,7 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
       return HandleSeal(request, out);
     case MessageType::kPing:
       if (!request.payload.empty()) {
-        return Reject(request, "a ping carries a payload", out);
+        return Reject(request, "a ping carries a payload", out, context);
       }
       protocol::AppendEmptyFrame(out, request.header.type, 0,
                                  request.header.id);
@@ -158,38 +161,47 @@ Dispatcher::Outcome Dispatcher::Handle(const Frame &request, WipingBuffer &out,
   }
   return Reject(request,
                 "unknown message type " + std::to_string(request.header.type),
-                out);
+                out, context);
+}
+
+void Dispatcher::LogClose(const std::string &what,
+                          const ConnectionContext *context) {
+  if (!log_) {
+    return;
+  }
+  std::string line = "closing a connection";
+  if (context != nullptr) {
+    line += " of " + DescribePeer(*context);
+  }
+  log_(line + " after " + what);
 }
 
 Dispatcher::Outcome Dispatcher::Reject(const Frame &request,
                                        const std::string &reason,
-                                       WipingBuffer &out) {
+                                       WipingBuffer &out,
+                                       const ConnectionContext *context) {
   counters_.bad_frames++;
-  if (log_) {
-    log_("closing a connection after a malformed request: " + reason);
-  }
+  LogClose("a malformed request: " + reason, context);
   ReplyError(request, Status(Code::kBadRequest, "malformed request: " + reason),
              out);
   return Outcome::kClose;
 }
 
-void Dispatcher::RejectOversized(WipingBuffer &out) {
+void Dispatcher::RejectOversized(WipingBuffer &out,
+                                 const ConnectionContext *context) {
   counters_.bad_frames++;
-  if (log_) {
-    log_("closing a connection after a frame larger than the maximum of " +
-         std::to_string(protocol::kMaxPayload) + " bytes");
-  }
+  LogClose("a frame larger than the maximum of " +
+               std::to_string(protocol::kMaxPayload) + " bytes",
+           context);
   protocol::ErrorReply reply{"malformed request: frame too large"};
   protocol::AppendFrame(out, 0, static_cast<uint16_t>(Code::kBadRequest), 0,
                         reply);
 }
 
-void Dispatcher::RejectSizePrefix(const std::string &reason,
-                                  WipingBuffer &out) {
+void Dispatcher::RejectSizePrefix(const std::string &reason, WipingBuffer &out,
+                                  const ConnectionContext *context) {
   counters_.bad_frames++;
-  if (log_) {
-    log_("closing a connection after an invalid size prefix: " + reason);
-  }
+  LogClose("an invalid size prefix: " + reason, context);
   std::string message = "malformed request: " + reason;
   protocol::ErrorReply reply{message};
   protocol::AppendFrame(out, 0, static_cast<uint16_t>(Code::kBadRequest), 0,
@@ -305,7 +317,7 @@ Dispatcher::Outcome Dispatcher::HandleSign(const Frame &request,
                                            ConnectionContext *context) {
   protocol::SignRequest message;
   if (!protocol::Decode(request.payload, message)) {
-    return Reject(request, "invalid sign request", out);
+    return Reject(request, "invalid sign request", out, context);
   }
   std::shared_ptr<const CellKey> key;
   std::shared_ptr<KeyCounters> key_counters;
@@ -341,7 +353,7 @@ Dispatcher::Outcome Dispatcher::HandleDecrypt(const Frame &request,
                                               ConnectionContext *context) {
   protocol::DecryptRequest message;
   if (!protocol::Decode(request.payload, message)) {
-    return Reject(request, "invalid decrypt request", out);
+    return Reject(request, "invalid decrypt request", out, context);
   }
   std::shared_ptr<const CellKey> key;
   std::shared_ptr<KeyCounters> key_counters;
@@ -376,7 +388,7 @@ Dispatcher::Outcome Dispatcher::HandleReleaseKey(const Frame &request,
                                                  ConnectionContext *context) {
   protocol::ReleaseKeyRequest message;
   if (!protocol::Decode(request.payload, message)) {
-    return Reject(request, "invalid release-key request", out);
+    return Reject(request, "invalid release-key request", out, context);
   }
   if (catalog_ != nullptr) {
     // In daemon mode a release only closes the key for this connection.

@@ -44,12 +44,15 @@ class Dispatcher {
                  ConnectionContext *context = nullptr);
 
   // Appends the reply to a frame whose header announced a payload above
-  // protocol::kMaxPayload; the caller then closes the connection.
-  void RejectOversized(protocol::WipingBuffer &out);
+  // protocol::kMaxPayload; the caller then closes the connection. A daemon
+  // passes the connection's |context|, whose peer the log line names.
+  void RejectOversized(protocol::WipingBuffer &out,
+                       const ConnectionContext *context = nullptr);
 
   // Appends the reply to a size prefix that disagrees with the frame after
   // it; the caller then closes the connection.
-  void RejectSizePrefix(const std::string &reason, protocol::WipingBuffer &out);
+  void RejectSizePrefix(const std::string &reason, protocol::WipingBuffer &out,
+                        const ConnectionContext *context = nullptr);
 
   const CellCounters &counters() const { return counters_; }
 
@@ -70,7 +73,8 @@ class Dispatcher {
                         ConnectionContext &context,
                         protocol::WipingBuffer &out);
   Outcome HandleStatus(const protocol::Frame &request,
-                       protocol::WipingBuffer &out);
+                       protocol::WipingBuffer &out,
+                       const ConnectionContext *context);
   Outcome HandleSeal(const protocol::Frame &request,
                      protocol::WipingBuffer &out);
   // Returns why a load of |path| is rejected before the file is opened:
@@ -85,7 +89,11 @@ class Dispatcher {
                        std::shared_ptr<const CellKey> &key,
                        std::shared_ptr<KeyCounters> &counters);
   Outcome Reject(const protocol::Frame &request, const std::string &reason,
-                 protocol::WipingBuffer &out);
+                 protocol::WipingBuffer &out,
+                 const ConnectionContext *context = nullptr);
+  // Logs that a connection closes after a malformed request, naming the
+  // peer when |context| is set.
+  void LogClose(const std::string &what, const ConnectionContext *context);
   // Counts a failed operation in the cell's counters and, when the key is
   // known, in the key's.
   void CountFailure(KeyCounters *key_counters);

@@ -59,7 +59,7 @@ Dispatcher::Outcome Dispatcher::HandleOpenKey(const protocol::Frame &request,
                                               protocol::WipingBuffer &out) {
   protocol::OpenKeyRequest message;
   if (!protocol::Decode(request.payload, message)) {
-    return Reject(request, "invalid open-key request", out);
+    return Reject(request, "invalid open-key request", out, &context);
   }
   std::string name(message.name);
   std::shared_ptr<const CatalogKey> entry = catalog_->FindByName(name);
@@ -93,9 +93,10 @@ Dispatcher::Outcome Dispatcher::HandleOpenKey(const protocol::Frame &request,
 }
 
 Dispatcher::Outcome Dispatcher::HandleStatus(const protocol::Frame &request,
-                                             protocol::WipingBuffer &out) {
+                                             protocol::WipingBuffer &out,
+                                             const ConnectionContext *context) {
   if (!request.payload.empty()) {
-    return Reject(request, "a status request carries a payload", out);
+    return Reject(request, "a status request carries a payload", out, context);
   }
   std::vector<std::shared_ptr<const CatalogKey>> keys = catalog_->Snapshot();
   protocol::StatusReply reply;

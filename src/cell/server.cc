@@ -308,7 +308,7 @@ void Server::ReadTurn(const std::shared_ptr<Connection> &connection) {
     }
     if (split == protocol::SplitResult::kTooLarge) {
       protocol::WipingBuffer reply;
-      dispatcher_.RejectOversized(reply);
+      dispatcher_.RejectOversized(reply, connection->context.get());
       {
         std::lock_guard lock(connection->mutex);
         SendLocked(*connection, reply);

@@ -21,14 +21,14 @@ PrefixedStep HandleSizePrefixedRequest(Dispatcher &dispatcher,
     case protocol::PrefixedSplitResult::kNeedMore:
       return PrefixedStep::kNeedMore;
     case protocol::PrefixedSplitResult::kTooLarge:
-      dispatcher.RejectOversized(reply);
+      dispatcher.RejectOversized(reply, context);
       step = PrefixedStep::kClose;
       break;
     case protocol::PrefixedSplitResult::kMismatch:
       dispatcher.RejectSizePrefix(
           "the size prefix " + std::to_string(declared) +
               " disagrees with the length in the frame header",
-          reply);
+          reply, context);
       step = PrefixedStep::kClose;
       break;
     case protocol::PrefixedSplitResult::kFrame:
