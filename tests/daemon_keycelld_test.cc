@@ -105,7 +105,10 @@ class TestDaemon {
               "socket " + socket_ + "\nsocket_mode 0666\nworkers 2\n" + keys);
   }
 
-  // Starts keycelld and waits until it accepts connections.
+  // Starts keycelld and waits until it answers a ping. The socket accepts
+  // connections before the workers run, and keycelld installs its seccomp
+  // filter before a worker serves the first request, so a reply means the
+  // daemon is fully set up.
   bool Start() {
     pid_ = fork();
     if (pid_ == 0) {
@@ -117,7 +120,9 @@ class TestDaemon {
       _exit(127);
     }
     for (int i = 0; i < 500; ++i) {
-      if (DaemonClient::Connect(socket_).ok()) {
+      Result<DaemonClient> client = DaemonClient::Connect(socket_);
+      if (client.ok() &&
+          client->Call(MessageType::kPing, std::span<const uint8_t>()).ok()) {
         return true;
       }
       int status;
