@@ -624,7 +624,8 @@ TEST(DaemonKeycelld, CheckReportsPolicyErrorLines) {
       {"key ec {\n  file " + kDataDir +
            "/p256-key.pem\n  allow_users root\n  allow_signing no\n"
            "  allow_rsa_decryption yes\n}\n",
-       ":4: key 'ec': the key's policy allows no operation"},
+       ":4: key 'ec': the key's policy allows no operation: signing is "
+       "off, and RSA decryption does not apply to an EC key"},
   };
   for (const Case &test : cases) {
     daemon.WriteConfig(test.block);

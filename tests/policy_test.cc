@@ -313,6 +313,9 @@ TEST_F(PolicyTest, PolicyWithoutOperationFailsToLoad) {
   nothing.allow_decrypt = true;
   kc::Status ec = Load("p256-key.pem", nothing);
   EXPECT_EQ(ec.code(), Code::kKeyLoadFailed) << ec.message();
+  EXPECT_NE(ec.message().find("RSA decryption does not apply to an EC key"),
+            std::string::npos)
+      << ec.message();
 }
 
 TEST_F(PolicyTest, LoadAfterSealRejected) {

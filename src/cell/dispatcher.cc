@@ -40,10 +40,16 @@ Result<std::shared_ptr<CellKey>> NewCellKey(UniquePkey pkey,
       policy.allow_decrypt && type == protocol::KeyType::kRsa;
   key->name = name;
   if (!key->policy.allow_sign && !key->policy.allow_decrypt) {
+    if (policy.allow_decrypt) {
+      return Status(Code::kKeyLoadFailed,
+                    std::string("the key's policy allows no operation: "
+                                "signing is off, and RSA decryption does "
+                                "not apply to an ") +
+                        protocol::KeyTypeName(type) + " key");
+    }
     return Status(Code::kKeyLoadFailed,
                   "the key's policy allows no operation: signing is off, "
-                  "and RSA decryption needs an RSA key with decryption "
-                  "allowed");
+                  "and RSA decryption is not allowed");
   }
   key->pkey = std::move(pkey);
   return key;
