@@ -1,10 +1,8 @@
 // Fuzzes size-prefixed framing, which connections opened by the neverbleed
 // API use, as the cell's server runs it: cell::HandleSizePrefixedRequest on
 // the bytes a connection delivered, until it needs more input or closes the
-// connection. The first input byte selects the key store as in
-// keycell_dispatcher_fuzzer: bit 0 clear gives an empty store, bit 0 set
-// gives RSA 2048 (ids 1 with decryption and 2 without), P-256 (3), Ed25519
-// (4) and Ed448 (5) keys from tests/data.
+// connection. The first input byte selects the key store of
+// kc::fuzz::FillStore, which keycell_dispatcher_fuzzer uses too.
 //
 // Checks that protocol::SplitSizePrefixedFrame agrees with the prefix and
 // the frame header, and that a request consumes exactly its prefix and
@@ -13,58 +11,20 @@
 // rejected prefix gets one error reply and a close.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <span>
-#include <string>
-#include <vector>
 
 #include "cell/dispatcher.h"
-#include "cell/key_loader.h"
 #include "cell/key_store.h"
 #include "cell/size_prefixed.h"
+#include "fuzz_keys.h"
 #include "protocol/frame.h"
 
 namespace {
 
 namespace cell = kc::cell;
 namespace protocol = kc::protocol;
-
-void Check(bool condition) {
-  if (!condition) {
-    abort();
-  }
-}
-
-std::shared_ptr<const cell::CellKey> LoadKey(const char *name,
-                                             bool allow_decrypt) {
-  std::string path = std::string(KEYCELL_FUZZ_DATA_DIR) + "/" + name;
-  kc::Result<cell::LoadedKey> loaded =
-      cell::LoadKeyFile(path, cell::PassphraseSource{});
-  if (!loaded.ok()) {
-    fprintf(stderr, "failed to load %s: %s\n", path.c_str(),
-            loaded.status().message().c_str());
-    abort();
-  }
-  auto key = std::make_shared<cell::CellKey>();
-  key->pkey = std::move(loaded->pkey);
-  key->type = loaded->type;
-  key->policy.allow_decrypt = allow_decrypt;
-  key->name = name;
-  return key;
-}
-
-const std::vector<std::shared_ptr<const cell::CellKey>> &Keys() {
-  static const auto *keys =
-      new std::vector<std::shared_ptr<const cell::CellKey>>{
-          LoadKey("rsa2048-key.pem", true), LoadKey("rsa2048-key.pem", false),
-          LoadKey("p256-key.pem", false),   LoadKey("ed25519-key.pem", false),
-          LoadKey("ed448-key.pem", false),
-      };
-  return *keys;
-}
+using kc::fuzz::Check;
 
 // Checks that |out| is exactly one reply frame for |request_id|, preceded
 // by its size.
@@ -74,22 +34,14 @@ void CheckPrefixedReply(const protocol::WipingBuffer &out,
   size_t prefix;
   std::memcpy(&prefix, out.data(), sizeof(prefix));
   Check(prefix == out.size() - sizeof(size_t));
-  protocol::Frame reply;
-  Check(protocol::SplitFrame(out.span().subspan(sizeof(size_t)), reply) ==
-        protocol::SplitResult::kFrame);
-  Check(reply.size() == prefix);
-  Check(reply.header.version == protocol::kVersion);
-  Check(reply.header.id == request_id);
-  if (reply.header.status != 0) {
-    protocol::ErrorReply error;
-    Check(protocol::Decode(reply.payload, error));
-  }
+  kc::fuzz::CheckReply(out.span().subspan(sizeof(size_t)), request_id);
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int *argc, char ***argv) {
-  Keys();
+  cell::KeyStore store;
+  kc::fuzz::FillStore(1, store);
   return 0;
 }
 
@@ -98,11 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   }
   cell::KeyStore store;
-  if ((data[0] & 1) != 0) {
-    for (const auto &key : Keys()) {
-      store.Add(key);
-    }
-  }
+  kc::fuzz::FillStore(data[0], store);
   cell::Dispatcher dispatcher(store, nullptr);
   std::span<const uint8_t> in(data + 1, size - 1);
   for (;;) {
