@@ -563,7 +563,7 @@ TEST_F(FakeCellApi, UnknownIdFailsTheConnection) {
 }
 
 // A second reply to the same request fails the connection like a reply to
-// an unknown id; the first reply stands.
+// an unknown id, and the operation keeps the first reply.
 TEST_F(FakeCellApi, DuplicateReplyFailsTheConnection) {
   ScopedAlarm watchdog(60, "DuplicateReplyFailsTheConnection did not finish");
   ASSERT_NO_FATAL_FAILURE(Open("p256", 30000));

@@ -105,7 +105,7 @@ class TestDaemon {
               "socket " + socket_ + "\nsocket_mode 0666\nworkers 2\n" + keys);
   }
 
-  // Starts keycelld and waits until it answers a ping. The socket accepts
+  // Starts keycelld and waits until it replies to a ping. The socket accepts
   // connections before the workers run, and keycelld installs its seccomp
   // filter before a worker serves the first request, so a reply means the
   // daemon is fully set up.

@@ -138,7 +138,7 @@ void AddBignum(EVP_PKEY *key, const char *param, const std::string &name,
   BN_bn2bin(value, big_endian.data());
   BN_clear_free(value);
   // BIGNUM limbs are little-endian on x86-64 and AArch64, so a BIGNUM in
-  // memory holds the reversed bytes.
+  // memory contains the reversed bytes.
   Bytes little_endian(big_endian.rbegin(), big_endian.rend());
   secrets->push_back({name + " (big-endian)", big_endian});
   secrets->push_back({name + " (little-endian)", little_endian});

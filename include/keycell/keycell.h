@@ -107,9 +107,9 @@ KEYCELL_EXPORT pid_t keycell_cell_pid(const keycell *cell);
  * The cell keeps private keys in OpenSSL's secure heap: a 1 MiB arena that
  * is excluded from core dumps and locked with mlock(2). Locking fails when
  * the cell's RLIMIT_MEMLOCK, raised by the arena size up to its hard limit,
- * is too low and the process lacks CAP_IPC_LOCK; the cell then works as before
- * with swappable key memory. keycell_start() waits for the cell to report
- * this, so the answer never changes. NULL returns 0. A server should log
+ * is too low and the process lacks CAP_IPC_LOCK. The cell then works as
+ * before, with swappable key memory. keycell_start() waits for the cell to
+ * report this, so the result never changes. NULL returns 0. A server should log
  * a 0 once at start, because the library never prints. */
 KEYCELL_EXPORT int keycell_key_memory_locked(const keycell *cell);
 

@@ -105,7 +105,7 @@ class Dispatcher {
   KeyCatalog *catalog_ = nullptr;  // Set in daemon mode only.
   std::function<void(const std::string &)> log_;
   CellCounters counters_;
-  // A seal takes it exclusively; a load holds it shared from its check of
+  // A seal locks it exclusively. A load locks it shared from its check of
   // sealed_ until its key is stored.
   mutable std::shared_mutex seal_mutex_;
   bool sealed_ = false;

@@ -116,11 +116,11 @@ constexpr int kEmbeddedAllowed[] = {
 };
 
 // keycelld has dropped privileges before the filter is installed. It still
-// accepts connections, reloads its configuration on SIGHUP (reading key
-// files, and resolving user and group names through NSS, which may load
-// NSS modules and ask nscd or systemd-userdb over a Unix socket), logs to
-// syslog (reconnecting to /dev/log when it has gone), and removes its
-// socket file when it stops. socket() is allowed for AF_UNIX only.
+// accepts connections and removes its socket file when it stops. On SIGHUP
+// it reads its configuration and key files and resolves user and group
+// names through NSS, whose modules may query nscd or systemd-userdb over a
+// Unix socket. It logs to syslog and reconnects to /dev/log when that
+// connection is gone, so socket() is allowed, for AF_UNIX only.
 constexpr int kDaemonAllowed[] = {
     // Clients and syslog.
     SCMP_SYS(accept4),

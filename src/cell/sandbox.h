@@ -8,7 +8,7 @@
 
 namespace kc::cell {
 
-// Which process a filter confines.
+// The kind of process that a system call filter confines.
 enum class SandboxProfile {
   // The forked cell of the embedded library, which may still drop
   // privileges on request.
@@ -20,11 +20,12 @@ enum class SandboxProfile {
 // Installs a system call filter on every thread of the process. Both
 // profiles keep what they need to serve requests and read key and
 // passphrase files (openat only without write access, O_CREAT or O_TRUNC).
-// The embedded cell also keeps the calls that drop privileges; keycelld
-// keeps accept4, connect, socket for AF_UNIX only, and unlink, for
-// clients, syslog, NSS lookups on reload, and its socket file. Starting
-// programs, tracing other processes and writing to processes' memory kill
-// the process; any other system call fails with EPERM. Call it after the
+// The embedded cell also keeps the calls that drop privileges. keycelld
+// keeps accept4, connect, socket for AF_UNIX only, and unlink, because it
+// accepts clients, logs to syslog, looks up names through NSS on reload
+// and removes its socket file. Starting programs, tracing other processes
+// and writing to processes' memory kill the process, and any other system
+// call fails with EPERM. Call it after the
 // worker threads have started, because creating threads is not allowed
 // afterwards.
 Status InstallSyscallFilter(

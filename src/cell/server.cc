@@ -66,10 +66,10 @@ struct Server::Connection : std::enable_shared_from_this<Connection> {
 struct Server::Watcher {
   int fd = -1;
   std::function<void()> on_ready;
-  // Held while a worker runs |on_ready| and re-arms the entry. Only one
-  // worker can hold the armed entry, so the lock is never contended; it
-  // orders one run's writes before the next run, which the one-shot
-  // re-arm alone does not do in the C++ memory model.
+  // Locked while a worker runs |on_ready| and re-arms the entry. Only one
+  // worker gets the armed entry, so the lock is never contended. It orders
+  // one run's writes before the next run, because the one-shot re-arm
+  // alone does not do that in the C++ memory model.
   std::mutex turn;
 };
 

@@ -20,8 +20,9 @@ struct KeyConfig {
   std::string passphrase_file;  // Empty: none.
   std::vector<uid_t> allow_users;
   std::vector<gid_t> allow_groups;
-  // What the key serves: from allow_signing, allow_digests,
-  // allow_rsa_paddings and allow_rsa_decryption.
+  // The operations, digests and paddings the key serves, from
+  // allow_signing, allow_digests, allow_rsa_paddings and
+  // allow_rsa_decryption.
   protocol::KeyPolicy policy;
 };
 

@@ -81,8 +81,8 @@ struct Daemon {
   UniqueFd signals;
   // False with socket activation, where the socket file belongs to systemd.
   bool owns_socket_file = false;
-  // Without --foreground: the pipe whose first byte tells the parent that
-  // the daemon is serving.
+  // Without --foreground: the pipe whose first byte signals to the parent
+  // that the daemon is serving.
   UniqueFd ready;
   // /dev/null, held so that a descriptor can be freed when they run out;
   // see RefuseConnection.
@@ -199,7 +199,7 @@ UniqueFd OpenSpare() {
 // Runs when accept4 failed with EMFILE or ENFILE. The pending connection
 // keeps the listener readable, so leaving it in the backlog would wake a
 // worker again at once, for ever. Instead the spare descriptor makes room
-// to accept the connection and close it: the peer sees the connection
+// to accept the connection and close it: the peer reads end-of-file
 // closed, and the daemon goes on serving the connections it has. Returns
 // false when there was no spare to give up.
 bool RefuseConnection(Daemon &daemon, int error) {

@@ -54,7 +54,7 @@ enum class PrefixedSplitResult { kFrame, kNeedMore, kTooLarge, kMismatch };
 
 // Finds the first size-prefixed frame at the start of |in|: a native-endian
 // size_t, then a frame of exactly that many bytes. |declared| receives the
-// prefix once |in| holds it.
+// prefix once |in| contains it.
 // - kFrame: |frame| points into |in|; the prefix and the frame take
 //   sizeof(size_t) + |declared| bytes.
 // - kNeedMore: the prefix or some of the |declared| bytes are missing.
